@@ -1,0 +1,407 @@
+"""The recurrent driver: time, directions, layers, lengths and state for RNN, LSTM and GRU.
+
+The cells (``cells.py``) know one time step; this module owns everything around it:
+
+* the input projection of every time step is one GEMM before the loop, ``(T*N, I) @ (I, gH)``;
+* the time loop runs over time-major buffers ``(T, N, ...)`` preallocated per sequence;
+* ``lengths`` (padded batches) follow torch's packed sequences: a sequence's state is frozen after
+  its last valid step, outputs at padded steps are exactly 0, and the reverse direction runs over
+  the valid part only (each sequence is reversed within its length by one gather);
+* after the backward loop the weight gradients are one GEMM over all steps.
+
+``recurrent_forward`` / ``recurrent_backward`` are pure functions over a parameter dict; the
+modules ``RNN``, ``LSTM`` and ``GRU`` wrap them with torch's parameter names and a cache stack.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import cells
+from .init import torch_default
+from .module import Module, as_input, check_dtype
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+# ------------------------------------------------------------------------------------------
+# One direction of one layer over a whole sequence
+# ------------------------------------------------------------------------------------------
+def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity):
+    """Run one cell over xg (T, N, gH).  mask: (T, N, 1) bool or None.
+
+    Returns (outputs (T, N, P) with zeros at padded steps, h_T, c_T, cache).
+    """
+    T, N, _ = xg.shape
+    P = h0.shape[-1]
+    dtype = xg.dtype
+    H_all = np.empty((T, N, P), dtype)  # the state after each step (frozen at padded steps)
+    cache = {"kind": kind, "mask": mask, "h0": h0, "H": H_all, "w": w, "act": nonlinearity}
+    h, c = h0, c0
+    if kind == "rnn":
+        for t in range(T):
+            cells.rnn_step(xg[t], h, w["hh"], nonlinearity, H_all[t])
+            if mask is not None:
+                np.copyto(H_all[t], h, where=~mask[t])
+            h = H_all[t]
+    elif kind == "lstm":
+        Hc = c0.shape[-1]
+        G = cache["G"] = np.empty((T, N, 4 * Hc), dtype)
+        C = cache["C"] = np.empty((T, N, Hc), dtype)
+        TC = cache["TC"] = np.empty((T, N, Hc), dtype)
+        M = cache["M"] = np.empty((T, N, Hc), dtype) if w["hr"] is not None else None
+        cache["c0"] = c0
+        for t in range(T):
+            cells.lstm_step(xg[t], h, c, w["hh"], w["hr"], G[t], C[t], TC[t],
+                            None if M is None else M[t], H_all[t])
+            if mask is not None:
+                np.copyto(H_all[t], h, where=~mask[t])
+                np.copyto(C[t], c, where=~mask[t])
+            h, c = H_all[t], C[t]
+    else:  # gru
+        G = cache["G"] = np.empty((T, N, 3 * P), dtype)
+        HN = cache["HN"] = np.empty((T, N, P), dtype)
+        for t in range(T):
+            cells.gru_step(xg[t], h, w["hh"], w["b_hh"], G[t], HN[t], H_all[t])
+            if mask is not None:
+                np.copyto(H_all[t], h, where=~mask[t])
+            h = H_all[t]
+    y = H_all if mask is None else H_all * mask
+    return y, h, c, cache
+
+
+def _backward_direction(cache, dy, dh, dc, grads):
+    """Backward through time for one direction.  dy: (T, N, P) gradient of the outputs.
+
+    Accumulates the recurrent weight gradients into ``grads`` (keys hh, b_hh, hr) and returns
+    (dxg (T, N, gH) input-side pre-activation gradients, dh0, dc0).
+    """
+    kind, mask, w, H_all, h0 = cache["kind"], cache["mask"], cache["w"], cache["H"], cache["h0"]
+    T, N, P = H_all.shape
+    if mask is not None:
+        dy = dy * mask  # outputs at padded steps are constants (0): their gradient is ignored
+    dh = np.zeros_like(h0) if dh is None else dh
+    H_prev = lambda t: H_all[t - 1] if t > 0 else h0  # noqa: E731
+    if kind == "rnn":
+        dG = np.empty((T, N, P), H_all.dtype)
+        for t in range(T - 1, -1, -1):
+            dh = dh + dy[t]
+            dh_prev = cells.rnn_step_backward(dh, H_all[t], w["hh"], cache["act"], dG[t])
+            dh = _masked(dG, t, mask, dh_prev, dh)
+        dgh = dG
+    elif kind == "lstm":
+        G, C, TC, M, c0 = cache["G"], cache["C"], cache["TC"], cache["M"], cache["c0"]
+        dc = np.zeros_like(c0) if dc is None else dc
+        dG = np.empty_like(G)
+        dHP = np.empty((T, N, P), H_all.dtype) if M is not None else None
+        for t in range(T - 1, -1, -1):
+            dh = dh + dy[t]
+            if dHP is not None:
+                dHP[t] = dh if mask is None else dh * mask[t]
+            dh_prev, dc_prev = cells.lstm_step_backward(
+                dh, dc, G[t], C[t - 1] if t > 0 else c0, TC[t], w["hh"], w["hr"], dG[t])
+            if mask is not None:
+                dc_prev = np.where(mask[t], dc_prev, dc)
+            dh, dc = _masked(dG, t, mask, dh_prev, dh), dc_prev
+        if M is not None:  # h = M W_hr^T:  dW_hr = sum_t dh_t^T M_t, one GEMM
+            grads["hr"] += dHP.reshape(T * N, P).T @ M.reshape(T * N, -1)
+        dgh = dG
+    else:  # gru
+        G, HN = cache["G"], cache["HN"]
+        dG, dgh = np.empty_like(G), np.empty_like(G)
+        for t in range(T - 1, -1, -1):
+            dh = dh + dy[t]
+            dh_prev = cells.gru_step_backward(dh, H_prev(t), G[t], HN[t], w["hh"], dG[t], dgh[t])
+            if mask is not None:
+                dgh[t] *= mask[t]
+            dh = _masked(dG, t, mask, dh_prev, dh)
+    # weight gradient of the recurrent matmul: sum_t dgh_t^T h_{t-1}, as two GEMMs (no concat)
+    gH = dgh.shape[-1]
+    grads["hh"] += dgh[0].T @ h0
+    if T > 1:
+        grads["hh"] += dgh[1:].reshape((T - 1) * N, gH).T @ H_all[:-1].reshape((T - 1) * N, P)
+    grads["b_hh"] += dgh.reshape(T * N, gH).sum(axis=0)
+    return dG, dh, (dc if kind == "lstm" else None)
+
+
+def _masked(dG, t, mask, dh_prev, dh):
+    """At padded steps the state passed through unchanged: no gate gradient, dh flows straight back."""
+    if mask is None:
+        return dh_prev
+    dG[t] *= mask[t]
+    return np.where(mask[t], dh_prev, dh)
+
+
+# ------------------------------------------------------------------------------------------
+# Whole stack: layers x directions
+# ------------------------------------------------------------------------------------------
+def _reverse_index(lengths, T, N):
+    """Index (T, N) that reverses each sequence within its valid part and leaves padding in place."""
+    t = np.arange(T)[:, None]
+    if lengths is None:
+        return np.broadcast_to(T - 1 - t, (T, N))
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+def _weights(kind, params, layer, sfx, has_bias, proj):
+    w = {"ih": params[f"weight_ih_l{layer}{sfx}"], "hh": params[f"weight_hh_l{layer}{sfx}"],
+         "hr": params.get(f"weight_hr_l{layer}{sfx}") if proj else None}
+    gH = w["hh"].shape[0]
+    zero = np.zeros(gH, w["hh"].dtype)
+    b_ih = params[f"bias_ih_l{layer}{sfx}"] if has_bias else zero
+    b_hh = params[f"bias_hh_l{layer}{sfx}"] if has_bias else zero
+    # RNN and LSTM: both biases add before the nonlinearity, so they join the input GEMM.
+    # GRU: b_hh's n-block sits inside r * (.), so it stays in the step.
+    w["b_in"] = b_ih if kind == "gru" else b_ih + b_hh
+    w["b_hh"] = b_hh
+    return w
+
+
+def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int = 1,
+                      bidirectional: bool = False, state=None, lengths=None, dropout: float = 0.0,
+                      training: bool = True, rng: np.random.Generator | None = None,
+                      nonlinearity: str = "tanh", proj_size: int = 0, bias: bool = True):
+    """Run a stacked (bi)directional RNN / LSTM / GRU.  Arguments are checked by the modules.
+
+    x: (N, T, I); state: h or (h, c), each (L*D, N, H) or None; lengths: (N,) int or None.
+    Returns (y (N, T, D*P), final state like ``state``, cache).
+    """
+    N, T, _ = x.shape
+    D = 2 if bidirectional else 1
+    dtype = x.dtype
+    h0_all, c0_all = (state if kind == "lstm" else (state, None)) if state is not None else (None, None)
+    mask = None if lengths is None else (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+    rev = _reverse_index(lengths, T, N)
+    cols = np.arange(N)[None, :]
+    X = np.ascontiguousarray(x.transpose(1, 0, 2))  # (T, N, I) time-major for the loop
+    hn, cn, layer_caches = [], [], []
+    for layer in range(num_layers):
+        I = X.shape[-1]
+        dir_caches, outs = [], []
+        for d in range(D):
+            sfx = "_reverse" if d else ""
+            w = _weights(kind, params, layer, sfx, bias, proj_size > 0)
+            P = w["hh"].shape[1]
+            Hc = w["hh"].shape[0] // GATES[kind]
+            k = layer * D + d
+            h0 = h0_all[k] if h0_all is not None else np.zeros((N, P), dtype)
+            c0 = None
+            if kind == "lstm":
+                c0 = c0_all[k] if c0_all is not None else np.zeros((N, Hc), dtype)
+            xg = (X.reshape(T * N, I) @ w["ih"].T).reshape(T, N, -1)  # (T, N, gH)
+            xg += w["b_in"]
+            if d:
+                xg = xg[rev, cols]  # each sequence reversed within its valid part
+            y, h, c, cache = _run_direction(kind, xg, h0, c0, w, mask, nonlinearity)
+            if d:
+                y = y[rev, cols]
+            outs.append(y)
+            hn.append(h)
+            cn.append(c)
+            dir_caches.append(cache)
+        Y = outs[0] if D == 1 else np.concatenate(outs, axis=-1)  # (T, N, D*P)
+        drop_mask = None
+        if dropout > 0 and training and layer < num_layers - 1:
+            keep = rng.random(Y.shape) >= dropout
+            drop_mask = keep.astype(dtype) / dtype.type(1 - dropout)
+            Y = Y * drop_mask
+        layer_caches.append((X, dir_caches, drop_mask))
+        X = Y
+    y = np.ascontiguousarray(X.transpose(1, 0, 2))  # (N, T, D*P)
+    h_n = np.stack(hn)
+    final = (h_n, np.stack(cn)) if kind == "lstm" else h_n
+    cache = {"kind": kind, "layers": layer_caches, "D": D, "rev": rev, "cols": cols,
+             "bias": bias, "proj": proj_size > 0, "params": params}
+    return y, final, cache
+
+
+def recurrent_backward(dy, dstate, cache, grads: dict):
+    """Backward of ``recurrent_forward``.  dy like y; dstate like the final state or None.
+
+    Accumulates every parameter gradient into ``grads`` (torch names) and returns
+    (dx (N, T, I), gradient of the initial state like ``state``).
+    """
+    kind, D, rev, cols = cache["kind"], cache["D"], cache["rev"], cache["cols"]
+    params = cache["params"]
+    dh_all, dc_all = (dstate if kind == "lstm" else (dstate, None)) if dstate is not None else (None, None)
+    dY = np.ascontiguousarray(np.asarray(dy).transpose(1, 0, 2))  # (T, N, D*P)
+    L = len(cache["layers"])
+    dh0 = [None] * (L * D)
+    dc0 = [None] * (L * D)
+    for layer in range(L - 1, -1, -1):
+        X, dir_caches, drop_mask = cache["layers"][layer]
+        if drop_mask is not None:
+            dY = dY * drop_mask
+        T, N, I = X.shape
+        dX = np.zeros((T, N, I), X.dtype)
+        for d in range(D):
+            sfx = "_reverse" if d else ""
+            c = dir_caches[d]
+            P = c["H"].shape[-1]
+            k = layer * D + d
+            dy_d = dY[:, :, d * P : (d + 1) * P]
+            if d:
+                dy_d = dy_d[rev, cols]
+            name = lambda base: f"{base}_l{layer}{sfx}"  # noqa: E731
+            g = {"hh": grads[name("weight_hh")],
+                 "b_hh": np.zeros_like(grads[name("weight_hh")][:, 0]),
+                 "hr": grads.get(name("weight_hr"))}
+            dxg, dh, dc = _backward_direction(
+                c, dy_d, None if dh_all is None else dh_all[k],
+                None if dc_all is None else dc_all[k], g)
+            if d:
+                dxg = dxg[rev, cols]
+            gH = dxg.shape[-1]
+            dxg2 = dxg.reshape(T * N, gH)
+            grads[name("weight_ih")] += dxg2.T @ X.reshape(T * N, I)  # one GEMM over all steps
+            dX += (dxg2 @ params[name("weight_ih")]).reshape(T, N, I)
+            if cache["bias"]:
+                db_in = dxg2.sum(axis=0)
+                grads[name("bias_ih")] += db_in
+                # RNN / LSTM: b_hh joined the input GEMM, so its gradient is the input side's
+                grads[name("bias_hh")] += g["b_hh"] if kind == "gru" else db_in
+            dh0[k], dc0[k] = dh, dc
+        dY = dX
+    dx = np.ascontiguousarray(dY.transpose(1, 0, 2))
+    dh0 = np.stack(dh0)
+    return dx, ((dh0, np.stack(dc0)) if kind == "lstm" else dh0)
+
+
+# ------------------------------------------------------------------------------------------
+# Modules
+# ------------------------------------------------------------------------------------------
+class _Recurrent(Module):
+    """Stacked (bi)directional recurrent layer with torch's parameters; see DESIGN.md's contract."""
+
+    kind = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 bidirectional: bool = False, dropout: float = 0.0, *, proj_size: int = 0,
+                 nonlinearity: str = "tanh", dtype=np.float32,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        for label, v in (("input_size", input_size), ("hidden_size", hidden_size),
+                         ("num_layers", num_layers)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"{label} must be a positive integer, got {v!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if proj_size < 0 or (proj_size and proj_size >= hidden_size):
+            raise ValueError(f"proj_size must be in [0, hidden_size), got {proj_size}")
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.bidirectional, self.dropout = bias, bidirectional, float(dropout)
+        self.proj_size, self.nonlinearity = proj_size, nonlinearity
+        self.dtype = check_dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        D, gH = (2 if bidirectional else 1), GATES[self.kind] * hidden_size
+        P = proj_size or hidden_size
+        for layer in range(num_layers):
+            in_size = input_size if layer == 0 else D * P
+            for sfx in ("", "_reverse")[:D]:
+                shapes = {"weight_ih": (gH, in_size), "weight_hh": (gH, P)}
+                if bias:
+                    shapes.update(bias_ih=(gH,), bias_hh=(gH,))
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                for base, shape in shapes.items():
+                    self._add_param(f"{base}_l{layer}{sfx}",
+                                    torch_default(shape, hidden_size, self.rng, self.dtype))
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        return self.num_directions * (self.proj_size or self.hidden_size)
+
+    def _check_state(self, state, N, name, size):
+        expected = (self.num_layers * self.num_directions, N, size)
+        s = as_input(state, self.dtype, name)
+        if s.shape != expected:
+            raise ValueError(f"{name} has shape {s.shape}, expected {expected} "
+                             "(num_layers * num_directions, N, hidden)")
+        return s
+
+    def forward(self, x, state=None, lengths=None):
+        """x (N, T, I) -> (y (N, T, D*H), final state); see the module docstring for lengths."""
+        x = as_input(x, self.dtype)
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"{type(self).__name__} expects x of shape (N, T, {self.input_size}), "
+                             f"got {x.shape}")
+        N, T, _ = x.shape
+        if T == 0:
+            raise ValueError("x has no time steps (T = 0)")
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer):
+                raise ValueError(f"lengths must be an integer array of shape ({N},), "
+                                 f"got {lengths.dtype} {lengths.shape}")
+            if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+                raise ValueError(f"lengths must lie in [0, T={T}], got min {lengths.min()} "
+                                 f"max {lengths.max()}")
+            lengths = lengths.astype(np.int64)
+        P = self.proj_size or self.hidden_size
+        if state is not None:
+            if self.kind == "lstm":
+                if not isinstance(state, (tuple, list)) or len(state) != 2:
+                    raise ValueError("LSTM state must be a pair (h, c)")
+                state = (self._check_state(state[0], N, "h", P),
+                         self._check_state(state[1], N, "c", self.hidden_size))
+            else:
+                state = self._check_state(state, N, "h", P)
+        y, final, cache = recurrent_forward(
+            self.kind, x, self.params, num_layers=self.num_layers,
+            bidirectional=self.bidirectional, state=state, lengths=lengths,
+            dropout=self.dropout, training=self.training, rng=self.rng,
+            nonlinearity=self.nonlinearity, proj_size=self.proj_size, bias=self.bias)
+        self._push(cache)
+        return y, final
+
+    def backward(self, dy, dstate=None):
+        """dy like y, dstate like the final state (or None) -> (dx, gradient of the initial state)."""
+        cache = self._pop()
+        return recurrent_backward(dy, dstate, cache, self.grads)
+
+    def __repr__(self) -> str:
+        extra = f", proj_size={self.proj_size}" if self.proj_size else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+                f"dropout={self.dropout}{extra}, dtype={self.dtype})")
+
+
+class RNN(_Recurrent):
+    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu."""
+
+    kind = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, bidirectional: bool = False,
+                 dropout: float = 0.0, **kw) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, bidirectional, dropout,
+                         nonlinearity=nonlinearity, **kw)
+
+
+class LSTM(_Recurrent):
+    """LSTM (gate order i, f, g, o), optional projection ``proj_size`` as in torch."""
+
+    kind = "lstm"
+
+
+class GRU(_Recurrent):
+    """GRU (gate order r, z, n; torch's form with the reset gate after the recurrent matmul)."""
+
+    kind = "gru"
+
+
+def _functional(kind):
+    def forward(x, params, **options):
+        return recurrent_forward(kind, x, params, **options)
+    forward.__doc__ = f"Pure {kind.upper()} forward: see ``recurrent_forward``."
+    forward.__name__ = f"{kind}_forward"
+    return forward
+
+
+rnn_forward, lstm_forward, gru_forward = (_functional(k) for k in ("rnn", "lstm", "gru"))
+rnn_backward = lstm_backward = gru_backward = recurrent_backward

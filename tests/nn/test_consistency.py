@@ -1,0 +1,171 @@
+"""Self-consistency: a padded batch equals each sequence alone; a layer equals a loop of its cell;
+caches are consumed last-in first-out; float32 stays float32."""
+import numpy as np
+import pytest
+
+import rnnkit
+from reference import make_layer
+
+CELLS = {"rnn": rnnkit.RNNCell, "lstm": rnnkit.LSTMCell, "gru": rnnkit.GRUCell}
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_padded_batch_equals_each_sequence_alone(kind):
+    rng = np.random.default_rng(0)
+    layer = make_layer(kind, 3, 5, 2, True, np.float64, rng)
+    lengths = np.array([6, 2, 0, 4])
+    x = rng.standard_normal((4, 6, 3))
+    x[np.arange(6)[None, :] >= lengths[:, None]] = 1e3  # garbage in the padding must not leak
+    y, final = layer.forward(x, lengths=lengths)
+    dy = rng.standard_normal(y.shape)
+    dx, _ = layer.backward(dy)
+    batch_grads = {k: g.copy() for k, g in layer.grads.items()}
+    layer.zero_grad()
+    h_n = final[0] if kind == "lstm" else final
+    for n, L in enumerate(lengths):
+        assert not y[n, L:].any() and not dx[n, L:].any()  # exactly 0 at padded steps
+        if L == 0:
+            assert not h_n[:, n].any()  # nothing ran: the (zero) initial state comes back
+            continue
+        yn, fn = layer.forward(x[n : n + 1, :L])
+        np.testing.assert_allclose(y[n : n + 1, :L], yn, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(h_n[:, n : n + 1], fn[0] if kind == "lstm" else fn, rtol=1e-12, atol=1e-14)
+        dxn, _ = layer.backward(dy[n : n + 1, :L])
+        np.testing.assert_allclose(dx[n : n + 1, :L], dxn, rtol=1e-12, atol=1e-14)
+    for k, g in layer.grads.items():  # summed over the sequences alone = the batch's gradient
+        np.testing.assert_allclose(g, batch_grads[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_layer_equals_manual_loop_of_its_cell(kind):
+    rng = np.random.default_rng(1)
+    layer = make_layer(kind, 4, 6, 1, False, np.float64, rng)
+    cell = CELLS[kind](4, 6, dtype=np.float64, rng=rng)
+    cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
+    x = rng.standard_normal((3, 5, 4))
+    h = rng.standard_normal((1, 3, 6))
+    c = rng.standard_normal((1, 3, 6))
+    state = (h, c) if kind == "lstm" else h
+    y, final = layer.forward(x, state)
+    s = (h[0], c[0]) if kind == "lstm" else h[0]
+    outs = []
+    for t in range(5):  # the cell called once per step, then backward consumes caches LIFO
+        s = cell.forward(x[:, t], s)
+        outs.append(s[0] if kind == "lstm" else s)
+    np.testing.assert_allclose(np.stack(outs, 1), y, rtol=1e-13, atol=1e-14)
+    dy = rng.standard_normal(y.shape)
+    dx, _ = layer.backward(dy)
+    ds = (np.zeros((3, 6)), np.zeros((3, 6))) if kind == "lstm" else np.zeros((3, 6))
+    dxs = []
+    for t in reversed(range(5)):
+        if kind == "lstm":
+            ds = (ds[0] + dy[:, t], ds[1])
+            dxt, ds = cell.backward(*ds)
+        else:
+            dxt, ds = cell.backward(ds + dy[:, t])
+        dxs.append(dxt)
+    np.testing.assert_allclose(np.stack(dxs[::-1], 1), dx, rtol=1e-12, atol=1e-13)
+    for k, g in cell.grads.items():
+        np.testing.assert_allclose(g, layer.grads[k + "_l0"], rtol=1e-12, atol=1e-13, err_msg=k)
+
+
+def test_final_state_is_state_at_last_valid_step():
+    rng = np.random.default_rng(2)
+    layer = make_layer("gru", 2, 3, 1, False, np.float64, rng)
+    x = rng.standard_normal((2, 5, 2))
+    y, h = layer.forward(x, lengths=np.array([5, 3]))
+    np.testing.assert_array_equal(h[0, 0], y[0, 4])
+    np.testing.assert_array_equal(h[0, 1], y[1, 2])
+
+
+def test_reverse_direction_runs_over_valid_part_only():
+    rng = np.random.default_rng(3)
+    layer = make_layer("lstm", 2, 3, 1, True, np.float64, rng)
+    x = rng.standard_normal((1, 6, 2))
+    y_pad, (h_pad, _) = layer.forward(x, lengths=np.array([4]))
+    y_cut, (h_cut, _) = layer.forward(x[:, :4])
+    np.testing.assert_allclose(y_pad[:, :4], y_cut, rtol=1e-13)
+    np.testing.assert_allclose(h_pad[1], h_cut[1], rtol=1e-13)  # reverse: state after t = 0
+
+
+def test_caches_are_consumed_last_in_first_out():
+    rng = np.random.default_rng(4)
+    layer = make_layer("rnn", 2, 3, 1, False, np.float64, rng)
+    a, b = rng.standard_normal((2, 2, 3, 2))
+    layer.forward(a)
+    layer.forward(b)
+    dy = rng.standard_normal((2, 3, 3))
+    dxb, _ = layer.backward(dy)
+    dxa, _ = layer.backward(dy)
+    layer.forward(a)
+    np.testing.assert_allclose(layer.backward(dy)[0], dxa)
+    layer.forward(b)
+    np.testing.assert_allclose(layer.backward(dy)[0], dxb)
+    assert not np.allclose(dxa, dxb)
+    with pytest.raises(RuntimeError, match="without a matching forward"):
+        layer.backward(dy)
+
+
+def test_no_grad_keeps_no_cache_and_gives_the_same_output():
+    rng = np.random.default_rng(5)
+    layer = make_layer("lstm", 2, 3, 2, False, np.float32, rng)
+    x = rng.standard_normal((2, 4, 2)).astype(np.float32)
+    y, _ = layer.forward(x)
+    with rnnkit.no_grad():
+        y2, _ = layer.forward(x)
+    np.testing.assert_array_equal(y, y2)
+    layer.backward(np.ones_like(y))
+    with pytest.raises(RuntimeError):
+        layer.backward(np.ones_like(y))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_float32_stays_float32(kind):
+    rng = np.random.default_rng(6)
+    layer = make_layer(kind, 3, 4, 2, True, np.float32, rng)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    y, final = layer.forward(x, lengths=np.array([5, 3]))
+    dx, dstate = layer.backward(np.ones_like(y))
+    for a in [y, dx, *(final if kind == "lstm" else (final,)), *(dstate if kind == "lstm" else (dstate,)),
+              *layer.grads.values(), *layer.params.values()]:
+        assert a.dtype == np.float32
+
+
+def test_dropout_train_and_eval():
+    rng = np.random.default_rng(7)
+    layer = make_layer("gru", 3, 8, 2, False, np.float64, rng, dropout=0.5)
+    x = rng.standard_normal((4, 5, 3))
+    y1, _ = layer.forward(x)
+    y2, _ = layer.forward(x)
+    assert not np.allclose(y1, y2)  # a new mask each call
+    layer.eval()
+    y3, _ = layer.forward(x)
+    y4, _ = layer.forward(x)
+    np.testing.assert_array_equal(y3, y4)
+    nodrop = make_layer("gru", 3, 8, 2, False, np.float64, np.random.default_rng(0))
+    nodrop.load_state_dict(layer.state_dict())
+    np.testing.assert_allclose(nodrop.forward(x)[0], y3, rtol=1e-14)
+
+
+def test_state_dict_round_trip_and_checks():
+    rng = np.random.default_rng(8)
+    a = make_layer("lstm", 3, 4, 2, True, np.float64, rng, proj_size=2)
+    b = rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, dtype=np.float64)
+    names = {f"{w}_l{k}{s}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+             for k in range(2) for s in ("", "_reverse")}
+    assert set(a.state_dict()) == names
+    b.load_state_dict(a.state_dict())
+    x = rng.standard_normal((2, 3, 3))
+    np.testing.assert_array_equal(a.forward(x)[0], b.forward(x)[0])
+    sd = a.state_dict()
+    sd["weight_hh_l1"] = sd["weight_hh_l1"][:, :1]
+    with pytest.raises(ValueError, match="weight_hh_l1.*shape"):
+        b.load_state_dict(sd)
+    sd = a.state_dict()
+    sd["bias_ih_l0"] = sd["bias_ih_l0"].astype(np.float32)
+    with pytest.raises(ValueError, match="bias_ih_l0.*dtype"):
+        b.load_state_dict(sd)
+    sd = a.state_dict()
+    sd["weight_xx_l0"] = sd.pop("weight_ih_l0")
+    with pytest.raises(ValueError, match="missing.*weight_ih_l0.*unexpected.*weight_xx_l0"):
+        b.load_state_dict(sd)
