@@ -7,11 +7,10 @@ triples, updates every ``param`` *in place* and keeps its per-parameter state ke
     opt = Adam(lr=3e-4)
     lr_at = warmup(cosine_lr(3e-4, total_steps=9_000, min_lr=3e-5), warmup_steps=1_000)
     for step in range(10_000):
-        ...                                           # forward, backward -> layer.grads
-        triples = [(k, layer.params[k], layer.grads[k]) for k in layer.grads]
-        norm = clip_grad_norm(triples, max_norm=1.0)  # global norm, before clipping
+        ...                                                  # forward, backward
+        norm = clip_grad_norm(model.named_parameters(), 1.0)  # global norm, before clipping
         opt.lr = lr_at(step)
-        opt.step(triples)
+        opt.step(model.named_parameters())                   # (name, param, grad) triples
 
 The update rules are torch.optim's (``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW``):
 the same formulas, default hyper-parameters and order of operations (weight decay, lerp, bias

@@ -1,0 +1,79 @@
+"""Progress display and loss-curve plots.  tqdm and matplotlib are optional extras."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+
+class Progress:
+    """A progress bar over ``total`` steps with a postfix of metrics (tqdm when installed).
+
+    Without tqdm (or when stderr is not a terminal and ``every`` is set) it prints one line
+    every ``every`` updates instead.
+    """
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", every: int = 100,
+                 enabled: bool = True) -> None:
+        self.total, self.n, self.every, self.enabled = total, initial, every, enabled
+        self.desc = desc
+        self._bar = None
+        self._last = time.monotonic()
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
+                                 file=sys.stderr)
+
+    def update(self, n: int = 1, **metrics) -> None:
+        self.n += n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.set_postfix(metrics, refresh=False)
+            self._bar.update(n)
+        elif self.n % self.every == 0 or self.n == self.total:
+            parts = " ".join(f"{k} {v}" for k, v in metrics.items())
+            print(f"{self.desc} step {self.n}/{self.total} {parts}", file=sys.stderr, flush=True)
+
+    def write(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        elif self.enabled:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def plot_curves(path: str | os.PathLike, curves: dict[str, tuple[list, list]], xlabel: str = "step",
+                ylabel: str = "loss", title: str = "") -> bool:
+    """Draw named (x, y) curves to a PNG, written atomically.  Returns False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (xs, ys) in curves.items():
+        if xs:
+            ax.plot(xs, ys, label=name, marker="o" if len(xs) < 30 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
