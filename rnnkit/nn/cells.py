@@ -115,25 +115,35 @@ def lstm_step_backward(dh, dc, gates, c_prev, tc, w_hh, w_hr, dgates_out):
 # ------------------------------------------------------------------------------------------
 # GRU (torch / cuDNN form: the reset gate multiplies the recurrent matmul *after* it)
 # ------------------------------------------------------------------------------------------
-def gru_step(xg, h_prev, w_hh, b_hh, gates_out, hn_out, h_out):
+def gru_step(xg, h_prev, w_hh, b_hh, gates_out, hn_out, h_out, reset_after=True):
     """One GRU step (torch gate order r, z, n)::
 
-        gh = h_prev W_hh^T + b_hh                                    # (N, 3H)
-        r = sigma(xg_r + gh_r)     z = sigma(xg_z + gh_z)
-        n = tanh(xg_n + r * gh_n)  # the recurrent bias sits inside r * (.), as in cuDNN
+        r = sigma(xg_r + h_prev W_hr^T + b_hr)     z = sigma(xg_z + h_prev W_hz^T + b_hz)
+        n = tanh(xg_n + r * (h_prev W_hn^T + b_hn))      reset_after=True  (torch, cuDNN)
+        n = tanh(xg_n + (r * h_prev) W_hn^T + b_hn)      reset_after=False (Keras's other form)
         h = (1 - z) * n + z * h_prev
 
-    xg holds b_ih only.  Writes activated r, z, n into gates_out, gh_n into hn_out, h into h_out.
+    xg holds b_ih only.  Writes activated r, z, n into gates_out and into hn_out what backward
+    needs: gh_n = h_prev W_hn^T + b_hn (reset_after) or r * h_prev (not reset_after).
     """
     H = h_out.shape[-1]
-    np.matmul(h_prev, w_hh.T, out=gates_out)  # (N, 3H): gh for now
-    gates_out += b_hh
-    hn_out[...] = gates_out[:, 2 * H :]
+    if reset_after:
+        np.matmul(h_prev, w_hh.T, out=gates_out)  # (N, 3H): gh for now
+        gates_out += b_hh
+        hn_out[...] = gates_out[:, 2 * H :]
+    else:
+        np.matmul(h_prev, w_hh[: 2 * H].T, out=gates_out[:, : 2 * H])  # (N, 2H)
+        gates_out[:, : 2 * H] += b_hh[: 2 * H]
     rz = gates_out[:, : 2 * H]
     rz += xg[:, : 2 * H]
     sigmoid_(rz)
     r, z, n = (gates_out[:, k * H : (k + 1) * H] for k in range(3))
-    np.multiply(r, hn_out, out=n)
+    if reset_after:
+        np.multiply(r, hn_out, out=n)
+    else:
+        np.multiply(r, h_prev, out=hn_out)
+        np.matmul(hn_out, w_hh[2 * H :].T, out=n)
+        n += b_hh[2 * H :]
     n += xg[:, 2 * H :]
     np.tanh(n, out=n)
     np.subtract(h_prev, n, out=h_out)
@@ -142,13 +152,16 @@ def gru_step(xg, h_prev, w_hh, b_hh, gates_out, hn_out, h_out):
     return h_out
 
 
-def gru_step_backward(dh, h_prev, gates, hn, w_hh, dgi_out, dgh_out):
+def gru_step_backward(dh, h_prev, gates, hn, w_hh, dgi_out, dgh_out, reset_after=True):
     """Backward of ``gru_step`` given dL/dh (N, H)::
 
-        dn = dh (1 - z)    dz = dh (h_prev - n)    dh_prev = dh z + dgh W_hh
-        dn_pre = dn (1 - n^2)    dr_pre = dn_pre gh_n r (1 - r)    dz_pre = dz z (1 - z)
-        input side  dgi = [dr_pre, dz_pre, dn_pre]        -> dgi_out (N, 3H)
-        hidden side dgh = [dr_pre, dz_pre, dn_pre * r]    -> dgh_out (N, 3H)
+        dn = dh (1 - z)    dz = dh (h_prev - n)    dn_pre = dn (1 - n^2)    dz_pre = dz z (1 - z)
+        reset_after:      dr_pre = dn_pre gh_n r (1 - r);  hidden-side n gradient dn_pre * r
+        not reset_after:  d(rh) = dn_pre W_hn;  dr_pre = d(rh) h_prev r (1 - r);
+                          hidden-side n gradient dn_pre (its weight gradient pairs with r * h_prev)
+        input side  dgi = [dr_pre, dz_pre, dn_pre]                     -> dgi_out (N, 3H)
+        hidden side dgh = [dr_pre, dz_pre, n gradient above]           -> dgh_out (N, 3H)
+        dh_prev = dh z + dgh W_hh      (not reset_after: dh z + dgh_rz W_h(rz) + d(rh) r)
 
     Returns dh_prev (N, H).
     """
@@ -160,11 +173,17 @@ def gru_step_backward(dh, h_prev, gates, hn, w_hh, dgi_out, dgh_out):
     np.subtract(h_prev, n, out=dz)
     dz *= dh
     dz *= z * (1 - z)
-    np.multiply(dn, hn, out=dr)
+    if reset_after:
+        np.multiply(dn, hn, out=dr)
+        dr *= r * (1 - r)
+        dgh_out[:, : 2 * H] = dgi_out[:, : 2 * H]
+        np.multiply(dn, r, out=dgh_out[:, 2 * H :])
+        return dh * z + dgh_out @ w_hh
+    drh = dn @ w_hh[2 * H :]  # (N, H)
+    np.multiply(drh, h_prev, out=dr)
     dr *= r * (1 - r)
-    dgh_out[:, : 2 * H] = dgi_out[:, : 2 * H]
-    np.multiply(dn, r, out=dgh_out[:, 2 * H :])
-    return dh * z + dgh_out @ w_hh
+    dgh_out[...] = dgi_out
+    return dh * z + drh * r + dgh_out[:, : 2 * H] @ w_hh[: 2 * H]
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,18 +305,29 @@ class GRUCell(_Cell):
 
     kind = "gru"
 
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 reset_after: bool = True, **kw) -> None:
+        super().__init__(input_size, hidden_size, bias, **kw)
+        self.reset_after = reset_after
+
     def forward(self, x, h=None):
         x, h = self._check(x, h, self.hidden_size)
         xg = x @ self.params["weight_ih"].T + self._b("bias_ih")
         N, H = h.shape
         gates = np.empty((N, 3 * H), self.dtype)
         hn, h_new = np.empty((N, H), self.dtype), np.empty((N, H), self.dtype)
-        gru_step(xg, h, self.params["weight_hh"], self._b("bias_hh"), gates, hn, h_new)
+        gru_step(xg, h, self.params["weight_hh"], self._b("bias_hh"), gates, hn, h_new,
+                 self.reset_after)
         self._push((x, h, gates, hn))
         return h_new
 
     def backward(self, dh):
         x, h_prev, gates, hn = self._pop()
         dgi, dgh = np.empty_like(gates), np.empty_like(gates)
-        dh_prev = gru_step_backward(dh, h_prev, gates, hn, self.params["weight_hh"], dgi, dgh)
-        return self._input_grads(x, dgi, dgh, h_prev), dh_prev
+        dh_prev = gru_step_backward(dh, h_prev, gates, hn, self.params["weight_hh"], dgi, dgh,
+                                    self.reset_after)
+        dx = self._input_grads(x, dgi, dgh, h_prev)
+        if not self.reset_after:  # the n-block of W_hh multiplies r * h_prev, not h_prev
+            H = self.hidden_size
+            self.grads["weight_hh"][2 * H :] += dgh[:, 2 * H :].T @ (hn - h_prev)
+        return dx, dh_prev

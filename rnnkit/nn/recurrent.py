@@ -61,7 +61,7 @@ def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity):
         G = cache["G"] = np.empty((T, N, 3 * P), dtype)
         HN = cache["HN"] = np.empty((T, N, P), dtype)
         for t in range(T):
-            cells.gru_step(xg[t], h, w["hh"], w["b_hh"], G[t], HN[t], H_all[t])
+            cells.gru_step(xg[t], h, w["hh"], w["b_hh"], G[t], HN[t], H_all[t], w["reset_after"])
             if mask is not None:
                 np.copyto(H_all[t], h, where=~mask[t])
             h = H_all[t]
@@ -110,17 +110,30 @@ def _backward_direction(cache, dy, dh, dc, grads):
         dG, dgh = np.empty_like(G), np.empty_like(G)
         for t in range(T - 1, -1, -1):
             dh = dh + dy[t]
-            dh_prev = cells.gru_step_backward(dh, H_prev(t), G[t], HN[t], w["hh"], dG[t], dgh[t])
+            dh_prev = cells.gru_step_backward(dh, H_prev(t), G[t], HN[t], w["hh"], dG[t], dgh[t],
+                                              w["reset_after"])
             if mask is not None:
                 dgh[t] *= mask[t]
             dh = _masked(dG, t, mask, dh_prev, dh)
-    # weight gradient of the recurrent matmul: sum_t dgh_t^T h_{t-1}, as two GEMMs (no concat)
+    # weight gradient of the recurrent matmul: sum_t dgh_t^T h_{t-1}, one GEMM over all steps
     gH = dgh.shape[-1]
-    grads["hh"] += dgh[0].T @ h0
-    if T > 1:
-        grads["hh"] += dgh[1:].reshape((T - 1) * N, gH).T @ H_all[:-1].reshape((T - 1) * N, P)
+    if kind == "gru" and not w["reset_after"]:  # the n-block multiplies r * h_{t-1} (kept in HN)
+        H = gH // 3
+        grads["hh"][: 2 * H] += _sum_prev(dgh[..., : 2 * H], h0, H_all)
+        grads["hh"][2 * H :] += dgh[..., 2 * H :].reshape(T * N, H).T @ cache["HN"].reshape(T * N, H)
+    else:
+        grads["hh"] += _sum_prev(dgh, h0, H_all)
     grads["b_hh"] += dgh.reshape(T * N, gH).sum(axis=0)
     return dG, dh, (dc if kind == "lstm" else None)
+
+
+def _sum_prev(dg, h0, H_all):
+    """sum_t dg_t^T h_{t-1} with h_{-1} = h0, as two GEMMs (no concatenation)."""
+    T, N, P = H_all.shape
+    out = dg[0].T @ h0
+    if T > 1:
+        out += dg[1:].reshape((T - 1) * N, -1).T @ H_all[:-1].reshape((T - 1) * N, P)
+    return out
 
 
 def _masked(dG, t, mask, dh_prev, dh):
@@ -142,7 +155,7 @@ def _reverse_index(lengths, T, N):
     return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
-def _weights(kind, params, layer, sfx, has_bias, proj):
+def _weights(kind, params, layer, sfx, has_bias, proj, reset_after=True):
     w = {"ih": params[f"weight_ih_l{layer}{sfx}"], "hh": params[f"weight_hh_l{layer}{sfx}"],
          "hr": params.get(f"weight_hr_l{layer}{sfx}") if proj else None}
     gH = w["hh"].shape[0]
@@ -153,16 +166,19 @@ def _weights(kind, params, layer, sfx, has_bias, proj):
     # GRU: b_hh's n-block sits inside r * (.), so it stays in the step.
     w["b_in"] = b_ih if kind == "gru" else b_ih + b_hh
     w["b_hh"] = b_hh
+    w["reset_after"] = reset_after
     return w
 
 
 def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int = 1,
                       bidirectional: bool = False, state=None, lengths=None, dropout: float = 0.0,
                       training: bool = True, rng: np.random.Generator | None = None,
-                      nonlinearity: str = "tanh", proj_size: int = 0, bias: bool = True):
+                      nonlinearity: str = "tanh", proj_size: int = 0, bias: bool = True,
+                      reset_after: bool = True):
     """Run a stacked (bi)directional RNN / LSTM / GRU.  Arguments are checked by the modules.
 
     x: (N, T, I); state: h or (h, c), each (L*D, N, H) or None; lengths: (N,) int or None.
+    reset_after (GRU only): False selects Keras's form n = tanh(xg_n + (r * h) W_hn^T + b_hn).
     Returns (y (N, T, D*P), final state like ``state``, cache).
     """
     N, T, _ = x.shape
@@ -179,7 +195,7 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
         dir_caches, outs = [], []
         for d in range(D):
             sfx = "_reverse" if d else ""
-            w = _weights(kind, params, layer, sfx, bias, proj_size > 0)
+            w = _weights(kind, params, layer, sfx, bias, proj_size > 0, reset_after)
             P = w["hh"].shape[1]
             Hc = w["hh"].shape[0] // GATES[kind]
             k = layer * D + d
@@ -276,7 +292,7 @@ class _Recurrent(Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  bidirectional: bool = False, dropout: float = 0.0, *, proj_size: int = 0,
-                 nonlinearity: str = "tanh", dtype=np.float32,
+                 nonlinearity: str = "tanh", reset_after: bool = True, dtype=np.float32,
                  rng: np.random.Generator | None = None) -> None:
         super().__init__()
         for label, v in (("input_size", input_size), ("hidden_size", hidden_size),
@@ -291,7 +307,7 @@ class _Recurrent(Module):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.bidirectional, self.dropout = bias, bidirectional, float(dropout)
-        self.proj_size, self.nonlinearity = proj_size, nonlinearity
+        self.proj_size, self.nonlinearity, self.reset_after = proj_size, nonlinearity, reset_after
         self.dtype = check_dtype(dtype)
         self.rng = rng if rng is not None else np.random.default_rng()
         D, gH = (2 if bidirectional else 1), GATES[self.kind] * hidden_size
@@ -355,7 +371,8 @@ class _Recurrent(Module):
             self.kind, x, self.params, num_layers=self.num_layers,
             bidirectional=self.bidirectional, state=state, lengths=lengths,
             dropout=self.dropout, training=self.training, rng=self.rng,
-            nonlinearity=self.nonlinearity, proj_size=self.proj_size, bias=self.bias)
+            nonlinearity=self.nonlinearity, proj_size=self.proj_size, bias=self.bias,
+            reset_after=self.reset_after)
         self._push(cache)
         return y, final
 
@@ -390,9 +407,16 @@ class LSTM(_Recurrent):
 
 
 class GRU(_Recurrent):
-    """GRU (gate order r, z, n; torch's form with the reset gate after the recurrent matmul)."""
+    """GRU (gate order r, z, n).  ``reset_after=True`` (default) is torch's form, the reset gate
+    after the recurrent matmul; ``reset_after=False`` is Keras's other form, reset before it."""
 
     kind = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 bidirectional: bool = False, dropout: float = 0.0, reset_after: bool = True,
+                 **kw) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, bidirectional, dropout,
+                         reset_after=reset_after, **kw)
 
 
 def _functional(kind):

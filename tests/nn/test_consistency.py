@@ -169,3 +169,28 @@ def test_state_dict_round_trip_and_checks():
     sd["weight_xx_l0"] = sd.pop("weight_ih_l0")
     with pytest.raises(ValueError, match="missing.*weight_ih_l0.*unexpected.*weight_xx_l0"):
         b.load_state_dict(sd)
+
+
+def test_gru_reset_before_follows_its_equations():
+    """reset_after=False: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn), written out independently."""
+    rng = np.random.default_rng(9)
+    layer = make_layer("gru", 3, 4, 1, False, np.float64, rng, reset_after=False)
+    x, h0 = rng.standard_normal((2, 5, 3)), rng.standard_normal((1, 2, 4))
+    y, h_n = layer.forward(x, h0)
+    p = layer.params
+    sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    Wr, Wz, Wn = np.split(p["weight_ih_l0"], 3)
+    Ur, Uz, Un = np.split(p["weight_hh_l0"], 3)
+    br, bz, bn = np.split(p["bias_ih_l0"], 3)
+    cr, cz, cn = np.split(p["bias_hh_l0"], 3)
+    h = h0[0]
+    for t in range(5):
+        r = sig(x[:, t] @ Wr.T + br + h @ Ur.T + cr)
+        z = sig(x[:, t] @ Wz.T + bz + h @ Uz.T + cz)
+        n = np.tanh(x[:, t] @ Wn.T + bn + (r * h) @ Un.T + cn)
+        h = (1 - z) * n + z * h
+        np.testing.assert_allclose(y[:, t], h, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(h_n[0], h, rtol=1e-13)
+    torch_form = make_layer("gru", 3, 4, 1, False, np.float64, rng)
+    torch_form.load_state_dict(layer.state_dict())
+    assert np.abs(torch_form.forward(x, h0)[0] - y).max() > 1e-3  # the two forms really differ

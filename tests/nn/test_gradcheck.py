@@ -98,3 +98,13 @@ def test_gradcheck_catches_a_wrong_backward():
     rng = np.random.default_rng(8)
     with pytest.raises(GradcheckError, match="input0"):
         gradcheck(Wrong(3, 2, dtype=np.float64, rng=rng), (rng.standard_normal((4, 3)),))
+
+
+def test_gru_reset_before_gradcheck():
+    """Keras's reset_after=False form has its own backward: layer and cell."""
+    rng = np.random.default_rng(9)
+    layer = make_layer("gru", 3, 4, 2, True, np.float64, rng, reset_after=False)
+    gradcheck(layer, (rng.standard_normal((3, 4, 3)), _state(layer, 3, rng)),
+              {"lengths": np.array([4, 1, 3])})
+    cell = rnnkit.GRUCell(3, 4, reset_after=False, dtype=np.float64, rng=rng)
+    gradcheck(cell, (rng.standard_normal((2, 3)), rng.standard_normal((2, 4))))
