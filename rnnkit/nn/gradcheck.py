@@ -63,7 +63,8 @@ def gradcheck(module, inputs, kwargs=None, *, wrt=None, params=True, eps: float 
 
     inputs: tuple of forward's positional arguments (arrays, nested tuples of arrays, None, ints).
     kwargs: keyword arguments of forward that are not differentiated (lengths, masks, targets).
-    wrt: indices of the inputs backward returns gradients for (default: every float input).
+    wrt: indices of the inputs to check (default: every float input).  ``backward`` returns one
+        gradient per positional input, or only those of ``wrt`` (a single array for one).
     params: also check every entry of ``module.grads``.
     reset: optional callable run before each forward (e.g. re-seed a dropout generator so the
         mask is the same in every evaluation).
@@ -96,12 +97,20 @@ def gradcheck(module, inputs, kwargs=None, *, wrt=None, params=True, eps: float 
     out = run()
     dout = _unflatten(out, iter(R))
     got = module.backward(*dout) if isinstance(out, tuple) else module.backward(dout)
+    # backward returns one gradient per positional input (None where not differentiable),
+    # or just the gradients of the ``wrt`` inputs (one array when there is one)
+    if not wrt:
+        per_input = {}
+    elif isinstance(got, tuple) and len(got) == len(inputs):
+        per_input = dict(enumerate(got))
+    elif len(wrt) == 1:
+        per_input = {wrt[0]: got}
+    else:
+        per_input = dict(zip(wrt, got))
     analytic = {}
-    if wrt:
-        got = (got,) if len(wrt) == 1 else tuple(got)
-        for k, g in zip(wrt, got):
-            for j, (a, ga) in enumerate(zip(_flatten(inputs[k]), _flatten(g))):
-                analytic[f"input{k}" + (f"[{j}]" if j else "")] = (a, ga)
+    for k in wrt:
+        for j, (a, ga) in enumerate(zip(_flatten(inputs[k]), _flatten(per_input[k]))):
+            analytic[f"input{k}" + (f"[{j}]" if j else "")] = (a, ga)
     if params:
         for name, p, g in module.named_parameters():
             analytic[name] = (p, g.copy())

@@ -65,6 +65,10 @@ def test_resume_refuses_changed_model_settings(tmp_path, text_file):
                 explicit={"hidden"}, progress=False)
     with pytest.raises(ValueError, match="already holds a checkpoint"):
         train(tmp_path / "m", text_file, steps=5)
+    again = Trainer(TrainSettings(**{**TINY, "steps": 3}), tmp_path / "m", texts=[str(text_file)],
+                    progress=False, overwrite=True)
+    again.run()
+    assert load_model(tmp_path / "m", "latest")[2].steps == 3
 
 
 def test_max_time_stops_cleanly_with_a_checkpoint(tmp_path, text_file):

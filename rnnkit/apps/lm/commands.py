@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", nargs="+", metavar="PATH",
                    help="UTF-8 text file(s) (default: the bundled Shakespeare)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --steps")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_options(p, TrainSettings)
     p.set_defaults(run=cmd_train)
@@ -52,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = from_options(TrainSettings, args)
     explicit = {name for name in vars(args) if getattr(args, name) is not None and hasattr(settings, name)}
     trainer = Trainer(settings, args.out, texts=args.text, resume=args.resume, explicit=explicit,
-                      log=print, progress=not args.quiet)
+                      log=print, progress=not args.quiet, overwrite=args.overwrite)
     s = trainer.s
     print(f"rnnkit lm train: {len(trainer.train_ids):,} training and {len(trainer.val_ids):,} validation "
           f"{s.tokens}s, vocabulary {len(trainer.vocab)}, {s.cell} {s.layers}x{s.hidden}, "

@@ -97,7 +97,7 @@ class Trainer:
 
     def __init__(self, settings: TrainSettings, out: str | Path, texts: list[str] | None = None,
                  resume: bool = False, explicit: set[str] = frozenset(), log=print,
-                 progress: bool = True) -> None:
+                 progress: bool = True, overwrite: bool = False) -> None:
         self.out = Path(out)
         self.log, self.show_progress = log, progress
         ckpt = None
@@ -107,9 +107,9 @@ class Trainer:
             ckpt = load_checkpoint(self.out)
             settings = self._merge(ckpt[0], settings, explicit)
             texts = ckpt[0]["texts"] if texts is None else texts
-        elif (self.out / "meta.json").exists():
-            raise ValueError(f"{self.out} already holds a checkpoint: pass --resume to continue it "
-                             "or choose another --out")
+        elif (self.out / "meta.json").exists() and not overwrite:
+            raise ValueError(f"{self.out} already holds a checkpoint: pass --resume to continue it, "
+                             "--overwrite to replace it, or choose another --out")
         self.s = s = settings
         text, self.texts = load_corpus(texts)
         self.fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
