@@ -239,7 +239,7 @@ def _gcd(values: list[int]) -> int:
 
 
 def _to_index(freq: Frequency, parsed) -> int:
-    if freq.unit in ("step", "month") or parsed[0] == "int":
+    if parsed[0] in ("int", "month"):
         return parsed[1]
     stamp = parsed[1]
     if freq.unit == "month":

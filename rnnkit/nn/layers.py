@@ -5,6 +5,7 @@ import numpy as np
 
 from .init import torch_default
 from .module import Module, as_input, check_dtype
+from .recurrent import _Recurrent
 
 
 class Linear(Module):
@@ -125,7 +126,7 @@ class Sequential(Module):
 
     def forward(self, x, lengths=None):
         for m in self.layers:
-            if hasattr(m, "num_layers"):  # recurrent: keep y, drop the final state
+            if isinstance(m, _Recurrent):  # keep y, drop the final state
                 x, _ = m.forward(x, lengths=lengths)
             else:
                 x = m.forward(x)

@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = from_options(TrainSettings, args)
     explicit = {name for name in vars(args) if getattr(args, name) is not None and hasattr(settings, name)}
     trainer = Trainer(settings, args.out, texts=args.text, resume=args.resume, explicit=explicit,
-                      log=print, progress=not args.quiet, overwrite=args.overwrite)
+                      progress=not args.quiet, overwrite=args.overwrite)
     s = trainer.s
     print(f"rnnkit lm train: {len(trainer.train_ids):,} training and {len(trainer.val_ids):,} validation "
           f"{s.tokens}s, vocabulary {len(trainer.vocab)}, {s.cell} {s.layers}x{s.hidden}, "

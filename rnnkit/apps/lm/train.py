@@ -96,10 +96,10 @@ class Trainer:
     """One training run: builds or restores everything, then ``run()`` steps until done."""
 
     def __init__(self, settings: TrainSettings, out: str | Path, texts: list[str] | None = None,
-                 resume: bool = False, explicit: set[str] = frozenset(), log=print,
-                 progress: bool = True, overwrite: bool = False) -> None:
+                 resume: bool = False, explicit: set[str] = frozenset(), progress: bool = True,
+                 overwrite: bool = False) -> None:
         self.out = Path(out)
-        self.log, self.show_progress = log, progress
+        self.show_progress = progress
         ckpt = None
         if resume:
             if not (self.out / "meta.json").exists():

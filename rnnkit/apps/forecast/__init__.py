@@ -1,0 +1,7 @@
+"""Time-series forecasting: ``rnnkit forecast train | predict | backtest``.
+
+A global LSTM / GRU / RNN encoder over a context window of per-window, per-series scaled values
+(+ calendar features, + covariates), a direct multi-horizon Gaussian head (mean and variance of
+all H steps at once, trained with negative log-likelihood), rolling-origin backtests against the
+naive, seasonal-naive and drift baselines with M4's metrics.
+"""
