@@ -139,19 +139,19 @@ def recurrent_stack(g: Graph, layer, x_tm: str, lengths: str = "", h0: str = "",
         # torch's GRU (reset_after=True) applies the reset gate after the recurrent matmul
         attrs["linear_before_reset"] = 1 if layer.reset_after else 0
     op_type = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[kind]
+    sfxs = ("", "_reverse")[:D]
     x, hs, cs = x_tm, [], []
     for k in range(L):
-        sfxs = ("", "_reverse")[:D]
-        get = lambda base: [np.asarray(params[f"{base}_l{k}{s}"], np.float32) for s in sfxs]  # noqa: E731
-        W = g.const(f"{prefix}_W_l{k}", np.stack([permute_blocks(w, p) for w in get("weight_ih")]))  # (D, gH, I)
-        R = g.const(f"{prefix}_R_l{k}", np.stack([permute_blocks(w, p) for w in get("weight_hh")]))  # (D, gH, H)
+        blocks = {base: [permute_blocks(np.asarray(params[f"{base}_l{k}{s}"], np.float32), p)
+                         for s in sfxs] for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                  if layer.bias or base.startswith("weight")}
+        W = g.const(f"{prefix}_W_l{k}", np.stack(blocks["weight_ih"]))  # (D, gH, I)
+        R = g.const(f"{prefix}_R_l{k}", np.stack(blocks["weight_hh"]))  # (D, gH, H)
         B = ""
-        if layer.bias:
-            B = g.const(f"{prefix}_B_l{k}", np.stack([  # (D, 2gH) = [W-bias, R-bias]
-                np.concatenate([permute_blocks(bi, p), permute_blocks(bh, p)])
-                for bi, bh in zip(get("bias_ih"), get("bias_hh"))]))
-        init_h = _layer_slice(g, h0, k, D, L, f"{prefix}_h0_l{k}")
-        inputs = [x, W, R, B, lengths, init_h]
+        if layer.bias:  # (D, 2gH) = [W-bias, R-bias]
+            B = g.const(f"{prefix}_B_l{k}", np.concatenate([np.stack(blocks["bias_ih"]),
+                                                            np.stack(blocks["bias_hh"])], axis=1))
+        inputs = [x, W, R, B, lengths, _layer_slice(g, h0, k, D, L, f"{prefix}_h0_l{k}")]
         if kind == "lstm":
             inputs.append(_layer_slice(g, c0, k, D, L, f"{prefix}_c0_l{k}"))
         outs = g.op(op_type, inputs, base=f"{prefix}_l{k}", n_out=3 if kind == "lstm" else 2, **attrs)
@@ -160,20 +160,24 @@ def recurrent_stack(g: Graph, layer, x_tm: str, lengths: str = "", h0: str = "",
         if kind == "lstm":
             cs.append(outs[2])
         if D == 1:
-            x = g.op("Squeeze", [Y, g.shared("axis1", np.array([1], np.int64))], base=f"{prefix}_y_l{k}")
+            x = g.op("Squeeze", [Y, g.shared("axis1", np.array([1], np.int64))],
+                     base=f"{prefix}_y_l{k}")  # (T, N, H)
         else:
             t = g.op("Transpose", [Y], base=f"{prefix}_yt_l{k}", perm=[0, 2, 1, 3])  # (T, N, D, H)
             x = g.op("Reshape", [t, g.shared("shape_00m1", np.array([0, 0, -1], np.int64))],
                      base=f"{prefix}_y_l{k}")  # (T, N, D*H)
-    cat = lambda parts, base: parts[0] if len(parts) == 1 else g.op("Concat", parts, base=base, axis=0)  # noqa: E731
+
+    def cat(parts, base):  # per-layer states (D, N, H) -> (L*D, N, H)
+        return parts[0] if len(parts) == 1 else g.op("Concat", parts, base=base, axis=0)
+
     h_n, c_n = cat(hs, f"{prefix}_h_n"), (cat(cs, f"{prefix}_c_n") if kind == "lstm" else None)
     if lengths and h0:
         # onnxruntime returns a zero state for a sequence of length 0; rnnkit (and the meaning
         # of "the state after the last valid step") returns the initial state
-        empty = g.op("Unsqueeze", [g.op("Equal", [lengths, g.shared("zero_i32", np.array(0, np.int32))],
-                                        base=f"{prefix}_empty"),
-                                   g.shared("axes02", np.array([0, 2], np.int64))],
-                     base=f"{prefix}_empty_mask")  # (1, N, 1) bool
+        zero = g.shared("zero_i32", np.array(0, np.int32))
+        empty = g.op("Equal", [lengths, zero], base=f"{prefix}_empty")  # (N,) bool
+        empty = g.op("Unsqueeze", [empty, g.shared("axes02", np.array([0, 2], np.int64))],
+                     base=f"{prefix}_empty_mask")  # (1, N, 1)
         h_n = g.op("Where", [empty, h0, h_n], base=f"{prefix}_h_n_kept")
         if c_n is not None:
             c_n = g.op("Where", [empty, c0, c_n], base=f"{prefix}_c_n_kept")

@@ -13,7 +13,7 @@ torch                                  rnnkit
 
 rnnkit is always batch-first; ``to_torch`` builds recurrent layers with ``batch_first=True``,
 and ``from_torch`` accepts either setting (the weights are the same).  Outputs are equal after
-conversion (``tests/interop/test_torch.py``).  torch is imported inside the functions.
+conversion (``tests/interop/test_interop_torch.py``).  torch is imported inside the functions.
 
 A new model kind plugs in by adding one converter to ``TO_TORCH`` (keyed by the rnnkit class's
 qualified name) and, for the way back, a test in ``from_torch``.

@@ -1,0 +1,191 @@
+"""ONNX export: the files run in onnxruntime and agree with rnnkit (float32, <= 1e-5)."""
+import os
+
+import numpy as np
+import pytest
+
+import rnnkit
+from rnnkit.apps.lm.model import LanguageModel, ModelConfig
+from rnnkit.apps.lm.train import Trainer, TrainSettings, load_model
+from rnnkit.cli import main
+from rnnkit.interop.onnx import export, to_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TOL = 1e-5
+OURS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
+
+
+def session(path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3  # the runtime logs rejected inputs as errors; we check them ourselves
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def make(kind, I, H, layers, bidirectional, rng, dtype=np.float32, **kw):
+    layer = OURS[kind](I, H, num_layers=layers, bidirectional=bidirectional, dtype=dtype, rng=rng, **kw)
+    for p in layer.params.values():  # biases too: a bias in the wrong slot must show
+        p[...] = rng.uniform(-0.7, 0.7, p.shape)
+    return layer.eval()
+
+
+def states(s):
+    return list(s) if isinstance(s, tuple) else [s]
+
+
+def assert_close(name, got, want, tol=TOL):
+    assert got.shape == want.shape, (name, got.shape, want.shape)
+    err = np.abs(got.astype(np.float64) - want).max() if got.size else 0.0
+    assert err <= tol, f"{name}: max error {err:.3g} > {tol}"
+
+
+# (kind, input size, hidden, layers, bidirectional, options)
+CASES = [
+    ("lstm", 3, 5, 2, True, {}),
+    ("lstm", 4, 3, 1, False, {"bias": False}),
+    ("gru", 3, 4, 2, True, {}),  # linear_before_reset=1 (torch's form)
+    ("gru", 2, 5, 1, True, {"reset_after": False}),  # Keras's other form: linear_before_reset=0
+    ("rnn", 3, 4, 3, True, {"nonlinearity": "relu"}),
+    ("rnn", 5, 2, 1, False, {}),
+]
+# (N, T, lengths): full, shorter than T (one of them empty), one row, one step
+SHAPES = [(4, 7, None), (4, 7, [7, 3, 1, 5]), (5, 3, [0, 3, 2, 1, 3]), (1, 9, [4]), (2, 1, None)]
+
+
+@pytest.mark.parametrize("kind,I,H,layers,bidirectional,kw", CASES)
+def test_layer_runs_in_onnxruntime_like_rnnkit(tmp_path, kind, I, H, layers, bidirectional, kw):
+    rng = np.random.default_rng(sum(map(ord, kind)) + 10 * layers + H)
+    layer = make(kind, I, H, layers, bidirectional, rng, **kw)
+    path = export(layer, tmp_path / "layer.onnx")
+    assert sorted(os.listdir(tmp_path)) == ["layer.onnx"]  # no temporary file left behind
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["x", "lengths"]
+    assert [o.name for o in model.graph.output] == ["y", "h_n"] + (["c_n"] if kind == "lstm" else [])
+    ops = [n for n in model.graph.node if n.op_type == kind.upper()]
+    assert len(ops) == layers  # one operator per layer, both directions in it
+    if kind == "gru":
+        lbr = {a.name: a.i for a in ops[0].attribute}["linear_before_reset"]
+        assert lbr == (1 if layer.reset_after else 0)
+    sess = session(path)
+    for N, T, lengths in SHAPES:
+        x = rng.standard_normal((N, T, I)).astype(np.float32)
+        lens = np.full(N, T) if lengths is None else np.array(lengths)
+        got = sess.run(None, {"x": x, "lengths": lens.astype(np.int32)})
+        y, s = layer.forward(x, lengths=None if lengths is None else lens)
+        for name, g, w in zip(["y", "h_n", "c_n"], got, [y] + states(s)):
+            assert_close(f"{kind} N={N} T={T} {name}", g, w)
+        if lengths is not None:
+            assert not got[0][np.arange(T)[None, :] >= lens[:, None]].any()  # padded steps are 0
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_initial_state_inputs(tmp_path, kind):
+    rng = np.random.default_rng(5)
+    layer = make(kind, 3, 4, 2, True, rng)
+    sess = session(export(layer, tmp_path / "s.onnx", initial_state=True))
+    names = [i.name for i in sess.get_inputs()]
+    assert names == ["x", "lengths", "h0"] + (["c0"] if kind == "lstm" else [])
+    N, T = 4, 5
+    x = rng.standard_normal((N, T, 3)).astype(np.float32)
+    lens = np.array([5, 0, 2, 4])  # a sequence of length 0 keeps its initial state
+    h0 = rng.standard_normal((4, N, 4)).astype(np.float32)
+    c0 = rng.standard_normal((4, N, 4)).astype(np.float32)
+    feeds = {"x": x, "lengths": lens.astype(np.int32), "h0": h0}
+    if kind == "lstm":
+        feeds["c0"] = c0
+    got = sess.run(None, feeds)
+    y, s = layer.forward(x, (h0, c0) if kind == "lstm" else h0, lengths=lens)
+    for name, g, w in zip(["y", "h_n", "c_n"], got, [y] + states(s)):
+        assert_close(f"{kind} {name}", g, w)
+    np.testing.assert_array_equal(got[1][:, 1], h0[:, 1])
+
+
+def test_float64_layer_and_opsets(tmp_path):
+    rng = np.random.default_rng(6)
+    layer = make("gru", 3, 4, 2, False, rng, dtype=np.float64)
+    x = rng.standard_normal((2, 5, 3))
+    y, h = layer.forward(x, lengths=np.array([5, 2]))
+    for opset in (14, 22):
+        sess = session(export(layer, tmp_path / f"o{opset}.onnx", opset=opset))
+        assert onnx.load(str(tmp_path / f"o{opset}.onnx")).opset_import[0].version == opset
+        gy, gh = sess.run(None, {"x": x.astype(np.float32), "lengths": np.array([5, 2], np.int32)})
+        assert gy.dtype == np.float32  # onnxruntime's recurrent kernels are float32
+        assert_close("y", gy, y)
+        assert_close("h_n", gh, h)
+
+
+def test_what_cannot_be_exported(tmp_path):
+    rng = np.random.default_rng(7)
+    out = tmp_path / "x.onnx"
+    out.write_bytes(b"keep me")
+    with pytest.raises(ValueError, match="ONNX LSTM operator has no projection"):
+        export(rnnkit.LSTM(3, 5, proj_size=2, rng=rng), out)
+    with pytest.raises(ValueError, match=r"opset must be an integer in \[14, "):
+        export(rnnkit.GRU(3, 4, rng=rng), out, opset=13)
+    with pytest.raises(ValueError, match="does not support Linear"):
+        export(rnnkit.Linear(3, 4, rng=rng), out)
+    assert out.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["x.onnx"]
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_language_model_graph(cell):
+    rng = np.random.default_rng(8)
+    cfg = ModelConfig(vocab_size=13, cell=cell, embed=6, hidden=5, layers=2, dropout=0.1)
+    model = LanguageModel(cfg, rng)
+    for _, p, _ in model.named_parameters():
+        p[...] = rng.uniform(-0.6, 0.6, p.shape)
+    model.eval()
+    sess = ort.InferenceSession(to_onnx(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = rng.integers(0, 13, (3, 8))
+    h0 = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    logits, h = model.forward(ids, h0)
+    got_logits, got_h = sess.run(None, {"ids": ids, "h0": h0})
+    assert_close("logits", got_logits, logits)
+    assert_close("h_n", got_h, h)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lm")
+    text = tmp / "text.txt"
+    text.write_text("the cat sat on the mat. " * 40 + "a dog ran far away!\n" * 20, encoding="utf-8")
+    settings = TrainSettings(hidden=16, layers=1, embed=8, batch=4, seq_len=10, steps=5,
+                             eval_every=5, warmup=1)
+    Trainer(settings, tmp / "model", texts=[str(text)], progress=False).run()
+    return tmp / "model"
+
+
+def test_cli_exports_a_trained_language_model(tmp_path, checkpoint, capsys):
+    out = tmp_path / "lm.onnx"
+    assert main(["export", "onnx", "--model", str(checkpoint), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().err
+    model, vocab, _ = load_model(checkpoint)
+    sess = session(out)
+    assert [i.name for i in sess.get_inputs()] == ["ids", "h0", "c0"]
+    assert [o.name for o in sess.get_outputs()] == ["logits", "h_n", "c_n"]
+    rng = np.random.default_rng(9)
+    state = model.zero_state(2)
+    for T in (7, 1, 12):  # carry the state from call to call, as generation does
+        ids = rng.integers(0, len(vocab), (2, T))
+        logits, new_state = model.forward(ids, state)
+        got = sess.run(None, {"ids": ids, "h0": state[0], "c0": state[1]})
+        for name, g, w in zip(["logits", "h_n", "c_n"], got, [logits, *new_state]):
+            assert_close(f"T={T} {name}", g, w)
+        state = new_state
+    assert np.abs(state[0]).max() > 0.01  # the comparison was not over zeros
+
+
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path, checkpoint, capsys):
+    out = tmp_path / "lm.onnx"
+    out.write_bytes(b"old")
+    assert main(["export", "onnx", "--model", str(checkpoint), "--out", str(out), "--opset", "9"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error: opset must be") and err.count("\n") == 1
+    assert main(["export", "onnx", "--model", str(tmp_path / "none"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.startswith("rnnkit: error:")
+    assert main(["export", "onnx", "--model", str(checkpoint), "--out",
+                 str(tmp_path / "no" / "x.onnx")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert out.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["lm.onnx"]
