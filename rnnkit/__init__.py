@@ -1,6 +1,6 @@
 """rnnkit: RNN, LSTM and GRU written out in NumPy, forward and backward, exact against PyTorch."""
 from . import nn
-from .nn import (GRU, LSTM, RNN, CrossEntropyLoss, Dropout, Embedding, GaussianNLLLoss,
+from .nn import (GRU, LSTM, RNN, CrossEntropyLoss, CTCLoss, Dropout, Embedding, GaussianNLLLoss,
                  GradcheckError, GRUCell, Linear, LSTMCell, Module, MSELoss, RNNCell, Sequential,
                  gradcheck, no_grad)
 from .nn import init, optim  # noqa: F401  (rnnkit.optim, rnnkit.init)
@@ -10,5 +10,5 @@ __version__ = "0.1.0"
 __all__ = [
     "nn", "init", "optim", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear",
     "Embedding", "Dropout", "Sequential", "Module", "CrossEntropyLoss", "MSELoss",
-    "GaussianNLLLoss", "gradcheck", "GradcheckError", "no_grad", "__version__",
+    "GaussianNLLLoss", "CTCLoss", "gradcheck", "GradcheckError", "no_grad", "__version__",
 ]

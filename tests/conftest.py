@@ -1,5 +1,12 @@
 """Strict numerics: overflow, invalid operations and division by zero raise inside tests."""
-import numpy as np
+import os
+
+# The tests use small matrices, where BLAS threads cost more than they give, and a busy shared
+# machine makes spinning threads far slower still; benchmarks set their own thread counts.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 import pytest
 
 

@@ -1,5 +1,6 @@
 """The math: cells, the recurrent driver, layers, losses, optimizers, initialisers, gradcheck."""
 from .cells import GRUCell, LSTMCell, RNNCell
+from .ctc import CTCLoss
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
 from .layers import Dropout, Embedding, Linear, Sequential
 from .losses import CrossEntropyLoss, GaussianNLLLoss, MSELoss, log_softmax
@@ -9,7 +10,7 @@ from .recurrent import (GRU, LSTM, RNN, gru_backward, gru_forward, lstm_backward
 
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear", "Embedding", "Dropout",
-    "Sequential", "Module", "CrossEntropyLoss", "MSELoss", "GaussianNLLLoss", "log_softmax",
+    "Sequential", "Module", "CrossEntropyLoss", "MSELoss", "GaussianNLLLoss", "CTCLoss", "log_softmax",
     "gradcheck", "numerical_grad", "GradcheckError", "no_grad", "grad_enabled",
     "recurrent_forward", "recurrent_backward", "rnn_forward", "rnn_backward", "lstm_forward",
     "lstm_backward", "gru_forward", "gru_backward",

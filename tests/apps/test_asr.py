@@ -1,0 +1,215 @@
+"""Speech recognition: decoding, error rates, manifests, and training on synthetic tone 'speech'.
+
+The audio here is made in NumPy - each symbol a tone of its own pitch - so these tests run
+anywhere; tests that need espeak-ng are in test_asr_espeak.py.
+"""
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from rnnkit.apps.asr.data import buckets, read_manifest
+from rnnkit.apps.asr.decode import edit_distance, error_rates, greedy_decode, prefix_beam_search
+from rnnkit.apps.asr.model import Alphabet, normalize_text
+from rnnkit.apps.asr.train import Trainer, TrainSettings, evaluate_manifest, load_model
+from rnnkit.cli import main
+from rnnkit.data.audio import write_wav
+from rnnkit.nn import log_softmax
+
+TONES = {"a": 400.0, "b": 900.0, "c": 1700.0, " ": 2900.0}  # even the space has its own tone
+
+
+def synth(text, rate, rng):
+    """Each letter a 120-200 ms tone (random pitch shift), 40-80 ms silence between symbols."""
+    shift = rng.uniform(0.95, 1.05)
+    parts = [np.zeros(int(rate * 0.05))]
+    for ch in text:
+        n = int(rate * rng.uniform(0.12, 0.2))
+        t = np.arange(n) / rate
+        parts.append(0.4 * np.sin(2 * np.pi * TONES[ch] * shift * t) * np.hanning(n))
+        parts.append(np.zeros(int(rate * rng.uniform(0.04, 0.08))))
+    x = np.concatenate(parts)
+    return x + 0.01 * rng.standard_normal(len(x))
+
+
+def make_manifest(folder, n, seed, rate=8000):
+    rng = np.random.default_rng(seed)
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k in range(n):
+        words = ["".join(rng.choice(list("abc"), rng.integers(1, 4))) for _ in range(rng.integers(1, 3))]
+        text = " ".join(words)
+        write_wav(folder / "wav" / f"{k}.wav", synth(text, rate, rng), rate)
+        lines.append(json.dumps({"audio": f"wav/{k}.wav", "text": text.upper() if k % 7 == 0 else text}))
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "manifest.jsonl"
+
+
+# ------------------------------------------------------------------------------ decoding
+def test_greedy_collapses_repeats_and_drops_blanks():
+    path = [0, 1, 1, 0, 1, 2, 2, 2, 0, 0, 3, 1]
+    logp = np.log(np.full((len(path), 4), 0.1))
+    logp[np.arange(len(path)), path] = np.log(0.7)
+    assert greedy_decode(logp) == [1, 1, 2, 3, 1]
+    assert greedy_decode(np.log(np.full((3, 4), 0.25))) == []  # ties go to class 0, the blank
+
+
+def brute_force_best(logp):
+    """The labelling with the largest total probability over all paths, and its log-probability."""
+    T, C = logp.shape
+    totals = {}
+    for path in itertools.product(range(C), repeat=T):
+        lab = tuple(k for j, k in enumerate(path) if k != 0 and (j == 0 or path[j - 1] != k))
+        totals[lab] = totals.get(lab, 0.0) + math.exp(sum(logp[t, k] for t, k in enumerate(path)))
+    best = max(totals, key=totals.get)
+    return list(best), math.log(totals[best]), totals
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prefix_beam_search_finds_the_most_probable_labelling(seed):
+    rng = np.random.default_rng(seed)
+    T, C = (4, 3) if seed % 2 else (5, 3)
+    logp = log_softmax(rng.standard_normal((T, C)) * (1 + seed % 3))
+    want, want_lp, totals = brute_force_best(logp)
+    got, got_lp = prefix_beam_search(logp, beam=64, prune=None)
+    assert got == want
+    assert got_lp == pytest.approx(want_lp, rel=1e-12)
+    # a narrow beam still returns a real labelling with its exact total probability
+    small, small_lp = prefix_beam_search(logp, beam=2, prune=None)
+    assert small_lp <= want_lp + 1e-12
+
+
+def test_beam_search_beats_greedy_where_paths_add_up():
+    # the best path is "blank blank" (0.6 * 0.6) but label 1 has 0.4^2 + 2 * 0.6 * 0.4 = 0.64 in total
+    logp = np.log(np.array([[0.6, 0.4, 0.0001], [0.6, 0.4, 0.0001]]))
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    assert greedy_decode(logp) == []
+    assert prefix_beam_search(logp, beam=4, prune=None)[0] == [1]
+
+
+# ------------------------------------------------------------------------------ error rates
+@pytest.mark.parametrize("ref,hyp,d", [("kitten", "sitting", 3), ("", "abc", 3), ("abc", "", 3),
+                                       ("flaw", "lawn", 2), ("same", "same", 0), ("ab", "ba", 2)])
+def test_edit_distance_by_hand(ref, hyp, d):
+    assert edit_distance(ref, hyp) == d == edit_distance(hyp, ref)
+
+
+def test_cer_and_wer_by_hand():
+    refs = ["three one four", "two", "five  nine"]
+    hyps = ["three one for", "too", "five nine six"]
+    r = error_rates(refs, hyps)
+    # chars: 1 deletion + 1 substitution + 4 insertions (" six") over 14 + 3 + 9 characters
+    assert r["cer"] == pytest.approx(6 / 26)
+    # words: 1 + 1 + 1 over 3 + 1 + 2 words
+    assert r["wer"] == pytest.approx(3 / 6)
+    assert r["utterances"] == 3
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        error_rates(["a", "b"], ["a"])
+
+
+def test_alphabet_and_text_normalisation():
+    assert normalize_text("  Three\tONE  four\n") == "three one four"
+    a = Alphabet.for_texts(["don't stop", "café"])
+    assert a.chars.endswith("é") and len(a) == 28 + 1 + 1
+    ids = a.encode("don't café")
+    assert ids.min() >= 1 and a.decode(ids) == "don't café"
+    assert a.decode([0, 0]) == ""
+    with pytest.raises(ValueError, match=r"outside the model's alphabet: \['!'\]"):
+        Alphabet().encode("stop!")
+
+
+def test_buckets_cover_everything_once_with_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 200, 1000)
+    batches = buckets(lengths, 16, rng)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    assert spread < 15  # random batches would spread ~ 170
+
+
+def test_manifest_errors_name_the_line(tmp_path):
+    m = tmp_path / "m.jsonl"
+    (tmp_path / "a.wav").write_bytes(b"")
+    m.write_text('{"audio": "a.wav", "text": "One"}\n\n{"audio": "b.wav", "text": "two"}\n')
+    with pytest.raises(ValueError, match=r"m.jsonl:3: audio file .*b.wav not found"):
+        read_manifest(m)
+    m.write_text('{"audio": "a.wav", "text": "One"}\nnope\n')
+    with pytest.raises(ValueError, match=r"m.jsonl:2: not JSON"):
+        read_manifest(m)
+    m.write_text('{"audio": "a.wav"}\n')
+    with pytest.raises(ValueError, match="string keys 'audio' and 'text'"):
+        read_manifest(m)
+    m.write_text('{"audio": "%s", "text": " One  TWO "}\n' % (tmp_path / "a.wav"))
+    assert read_manifest(m) == [(tmp_path / "a.wav", "one two")]
+
+
+# ------------------------------------------------------------------------------ training
+TINY = dict(hidden=32, layers=1, batch=16, lr=1e-2, warmup=10, eval_every=50, dropout=0.0,
+            stack=2, skip=2, val_fraction=0.1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("asr")
+    train = make_manifest(root / "train", 160, seed=0)
+    test = make_manifest(root / "test", 40, seed=1)
+    t = Trainer(TrainSettings(steps=150, **TINY), train, root / "model", progress=False)
+    summary = t.run()
+    return root, t, summary, test
+
+
+def test_training_learns_synthetic_speech(trained):
+    root, t, summary, test = trained
+    assert summary["step"] == 150
+    assert t.history["train"][-1] < 0.3 * t.history["train"][0]
+    r = evaluate_manifest(root / "model", test)
+    assert r["utterances"] == 40 and r["cer"] < 0.1, r
+    assert t.alphabet == Alphabet()  # the manifest's texts use only default characters
+
+
+def test_checkpoint_rebuilds_the_model(trained):
+    root, t, _, _ = trained
+    model, alphabet, fcfg, settings = load_model(root / "model")
+    assert settings.hidden == 32 and fcfg.skip == 2 and alphabet == t.alphabet
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, t.best_params[name])
+
+
+def test_cli_eval_json_transcribe_and_errors(trained, capsys, tmp_path):
+    root, _, _, test = trained
+    assert main(["asr", "eval", "--model", str(root / "model"), "--manifest", str(test), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"cer", "wer", "utterances"} and out["utterances"] == 40
+    assert 0 <= out["cer"] < 0.1 and 0 <= out["wer"] <= 1
+    assert main(["asr", "eval", "--model", str(root / "model"), "--manifest", str(test),
+                 "--json", "--beam", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["cer"] < 0.1
+    items = read_manifest(test)[:3]
+    assert main(["asr", "transcribe", "--model", str(root / "model"), str(items[0][0])]) == 0
+    assert capsys.readouterr().out.strip() == items[0][1]
+    assert main(["asr", "transcribe", "--model", str(root / "model"), "--beam", "3"]
+                + [str(p) for p, _ in items]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p, _ in items]
+    assert sum(line.split("\t")[1] == text for line, (_, text) in zip(lines, items)) >= 2
+    # errors: one line, exit 1, nothing written
+    assert main(["asr", "transcribe", "--model", str(root / "model"), str(tmp_path / "no.wav")]) == 1
+    assert "no.wav: no such file" in capsys.readouterr().err
+    assert main(["asr", "eval", "--model", str(tmp_path / "none"), "--manifest", str(test)]) == 1
+    assert capsys.readouterr().err.startswith("rnnkit: error:")
+    assert main(["asr", "train", "--manifest", str(test), "--out", str(root / "model"),
+                 "--steps", "1", "--quiet"]) == 1
+    assert "already holds a checkpoint" in capsys.readouterr().err
+
+
+def test_cli_train_max_time_with_lstm(tmp_path, capsys):
+    m = make_manifest(tmp_path / "d", 30, seed=3)
+    assert main(["asr", "train", "--manifest", str(m), "--out", str(tmp_path / "m"), "--cell", "lstm",
+                 "--hidden", "16", "--layers", "2", "--steps", "10000", "--max-time", "1",
+                 "--seed", "3", "--quiet", "--stack", "2", "--skip", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "--max-time reached" in err and "lstm 2x16" in err
+    model, *_ = load_model(tmp_path / "m")
+    assert model.cfg.cell == "lstm" and model.cfg.layers == 2
