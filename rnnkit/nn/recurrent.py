@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cells
+from . import _accel, cells
 from .init import torch_default
-from .module import Module, as_input, check_dtype
+from .module import Module, as_input, check_dtype, grad_enabled
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = cells.GATES
 
 
 # ------------------------------------------------------------------------------------------
 # One direction of one layer over a whole sequence
 # ------------------------------------------------------------------------------------------
-def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity):
+def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, keep_cache=True, fast=None):
     """Run one cell over xg (T, N, gH).  mask: (T, N, 1) bool or None.
 
+    keep_cache=False (inference) keeps only the outputs: the per-step gate buffers are reused.
+    fast: the compiled kernels of ``_accel`` or None for the NumPy reference.
     Returns (outputs (T, N, P) with zeros at padded steps, h_T, c_T, cache).
     """
     T, N, _ = xg.shape
@@ -36,112 +38,132 @@ def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity):
     dtype = xg.dtype
     H_all = np.empty((T, N, P), dtype)  # the state after each step (frozen at padded steps)
     cache = {"kind": kind, "mask": mask, "h0": h0, "H": H_all, "w": w, "act": nonlinearity}
+    pad = None if mask is None else ~mask  # where the state stays frozen
+    slot = (lambda t: t) if keep_cache else (lambda t: 0)  # noqa: E731
     h, c = h0, c0
     if kind == "rnn":
         for t in range(T):
-            cells.rnn_step(xg[t], h, w["hh"], nonlinearity, H_all[t])
+            cells.rnn_step(xg[t], h, w["hh_t"], nonlinearity, H_all[t])
             if mask is not None:
-                np.copyto(H_all[t], h, where=~mask[t])
+                np.copyto(H_all[t], h, where=pad[t])
             h = H_all[t]
     elif kind == "lstm":
         Hc = c0.shape[-1]
-        G = cache["G"] = np.empty((T, N, 4 * Hc), dtype)
-        C = cache["C"] = np.empty((T, N, Hc), dtype)
-        TC = cache["TC"] = np.empty((T, N, Hc), dtype)
-        M = cache["M"] = np.empty((T, N, Hc), dtype) if w["hr"] is not None else None
+        S = T if keep_cache else 1
+        G = cache["G"] = np.empty((S, N, 4 * Hc), dtype)
+        C = cache["C"] = np.empty((T if keep_cache else 2, N, Hc), dtype)
+        TC = cache["TC"] = np.empty((S, N, Hc), dtype)
+        M = cache["M"] = np.empty((S, N, Hc), dtype) if w["hr"] is not None else None
         cache["c0"] = c0
+        pointwise = fast.lstm_pointwise if fast else cells.lstm_pointwise
         for t in range(T):
-            cells.lstm_step(xg[t], h, c, w["hh"], w["hr"], G[t], C[t], TC[t],
-                            None if M is None else M[t], H_all[t])
+            s, sc = slot(t), (t if keep_cache else t % 2)
+            cells.lstm_step(xg[t], h, c, w["hh_t"], w["hr_t"], G[s], C[sc], TC[s],
+                            H_all[t] if M is None else M[s], H_all[t], pointwise)
             if mask is not None:
-                np.copyto(H_all[t], h, where=~mask[t])
-                np.copyto(C[t], c, where=~mask[t])
-            h, c = H_all[t], C[t]
+                np.copyto(H_all[t], h, where=pad[t])
+                np.copyto(C[sc], c, where=pad[t])
+            h, c = H_all[t], C[sc]
     else:  # gru
-        G = cache["G"] = np.empty((T, N, 3 * P), dtype)
-        HN = cache["HN"] = np.empty((T, N, P), dtype)
+        S = T if keep_cache else 1
+        G = cache["G"] = np.empty((S, N, 3 * P), dtype)
+        HN = cache["HN"] = np.empty((S, N, P), dtype)
         for t in range(T):
-            cells.gru_step(xg[t], h, w["hh"], w["b_hh"], G[t], HN[t], H_all[t], w["reset_after"])
+            s = slot(t)
+            cells.gru_step(xg[t], h, w["hh_t"], w["b_hn"], G[s], HN[s], H_all[t], w["reset_after"])
             if mask is not None:
-                np.copyto(H_all[t], h, where=~mask[t])
+                np.copyto(H_all[t], h, where=pad[t])
             h = H_all[t]
     y = H_all if mask is None else H_all * mask
-    return y, h, c, cache
+    return y, h, c, (cache if keep_cache else None)
 
 
-def _backward_direction(cache, dy, dh, dc, grads):
+def _backward_direction(cache, dy, dh, dc, grads, fast=None):
     """Backward through time for one direction.  dy: (T, N, P) gradient of the outputs.
 
     Accumulates the recurrent weight gradients into ``grads`` (keys hh, b_hh, hr) and returns
     (dxg (T, N, gH) input-side pre-activation gradients, dh0, dc0).
+    At a padded step the state passed through unchanged: its gate gradients are zeroed and dh, dc
+    flow straight back (the step's dh_prev is kept only where ``mask``).
     """
     kind, mask, w, H_all, h0 = cache["kind"], cache["mask"], cache["w"], cache["H"], cache["h0"]
     T, N, P = H_all.shape
+    dtype = H_all.dtype
     if mask is not None:
         dy = dy * mask  # outputs at padded steps are constants (0): their gradient is ignored
-    dh = np.zeros_like(h0) if dh is None else dh
+    dh = np.zeros_like(h0) if dh is None else np.array(dh, dtype, copy=True)  # (N, P), in place
+    dh_new = np.empty_like(dh)  # dh_prev of a step (copied into dh where the mask is set)
     H_prev = lambda t: H_all[t - 1] if t > 0 else h0  # noqa: E731
     if kind == "rnn":
-        dG = np.empty((T, N, P), H_all.dtype)
+        dG = np.empty((T, N, P), dtype)
+        pointwise = fast.rnn_pointwise_backward if fast else cells.rnn_pointwise_backward
         for t in range(T - 1, -1, -1):
-            dh = dh + dy[t]
-            dh_prev = cells.rnn_step_backward(dh, H_all[t], w["hh"], cache["act"], dG[t])
-            dh = _masked(dG, t, mask, dh_prev, dh)
+            dh += dy[t]
+            cells.rnn_step_backward(dh, H_all[t], w["hh"], cache["act"], dG[t], dh_new, pointwise)
+            dh, dh_new = _pass_through(dG, t, mask, dh_new, dh)
         dgh = dG
     elif kind == "lstm":
         G, C, TC, M, c0 = cache["G"], cache["C"], cache["TC"], cache["M"], cache["c0"]
-        dc = np.zeros_like(c0) if dc is None else dc
-        dG = np.empty_like(G)
-        dHP = np.empty((T, N, P), H_all.dtype) if M is not None else None
+        Hc = c0.shape[-1]
+        dc = np.zeros_like(c0) if dc is None else np.array(dc, dtype, copy=True)  # (N, H), in place
+        dc_new = dc if mask is None else np.empty_like(dc)
+        dG, tmp = np.empty_like(G), np.empty((N, 4 * Hc), dtype)
+        dHP = np.empty((T, N, P), dtype) if M is not None else None
+        dm = np.empty((N, Hc), dtype) if M is not None else None
+        pointwise = fast.lstm_pointwise_backward if fast else cells.lstm_pointwise_backward
         for t in range(T - 1, -1, -1):
-            dh = dh + dy[t]
+            dh += dy[t]
             if dHP is not None:
-                dHP[t] = dh if mask is None else dh * mask[t]
-            dh_prev, dc_prev = cells.lstm_step_backward(
-                dh, dc, G[t], C[t - 1] if t > 0 else c0, TC[t], w["hh"], w["hr"], dG[t])
+                np.multiply(dh, 1 if mask is None else mask[t], out=dHP[t])
+            cells.lstm_step_backward(dh, dc, G[t], C[t - 1] if t > 0 else c0, TC[t], w["hh"],
+                                     w["hr"], dG[t], dc_new, dh_new, dm, tmp, pointwise)
+            dh, dh_new = _pass_through(dG, t, mask, dh_new, dh)
             if mask is not None:
-                dc_prev = np.where(mask[t], dc_prev, dc)
-            dh, dc = _masked(dG, t, mask, dh_prev, dh), dc_prev
+                np.copyto(dc, dc_new, where=mask[t])
         if M is not None:  # h = M W_hr^T:  dW_hr = sum_t dh_t^T M_t, one GEMM
-            grads["hr"] += dHP.reshape(T * N, P).T @ M.reshape(T * N, -1)
+            cells.outer_sum_(grads["hr"], dHP.reshape(T * N, P), M.reshape(T * N, -1))
         dgh = dG
     else:  # gru
         G, HN = cache["G"], cache["HN"]
-        dG, dgh = np.empty_like(G), np.empty_like(G)
+        dG, dgh, tmp = np.empty_like(G), np.empty_like(G), np.empty((N, P), dtype)
+        pointwise = fast.gru_pointwise_backward if fast else cells.gru_pointwise_backward
         for t in range(T - 1, -1, -1):
-            dh = dh + dy[t]
-            dh_prev = cells.gru_step_backward(dh, H_prev(t), G[t], HN[t], w["hh"], dG[t], dgh[t],
-                                              w["reset_after"])
+            dh += dy[t]
+            cells.gru_step_backward(dh, H_prev(t), G[t], HN[t], w["hh"], dG[t], dgh[t], dh_new,
+                                    tmp, w["reset_after"], pointwise)
             if mask is not None:
                 dgh[t] *= mask[t]
-            dh = _masked(dG, t, mask, dh_prev, dh)
+            dh, dh_new = _pass_through(dG, t, mask, dh_new, dh)
     # weight gradient of the recurrent matmul: sum_t dgh_t^T h_{t-1}, one GEMM over all steps
     gH = dgh.shape[-1]
     if kind == "gru" and not w["reset_after"]:  # the n-block multiplies r * h_{t-1} (kept in HN)
         H = gH // 3
-        grads["hh"][: 2 * H] += _sum_prev(dgh[..., : 2 * H], h0, H_all)
-        grads["hh"][2 * H :] += dgh[..., 2 * H :].reshape(T * N, H).T @ cache["HN"].reshape(T * N, H)
+        _sum_prev(grads["hh"][: 2 * H], dgh[..., : 2 * H], h0, H_all)
+        cells.outer_sum_(grads["hh"][2 * H :], dgh[..., 2 * H :].reshape(T * N, H),
+                         cache["HN"].reshape(T * N, H))
     else:
-        grads["hh"] += _sum_prev(dgh, h0, H_all)
+        _sum_prev(grads["hh"], dgh, h0, H_all)
     grads["b_hh"] += dgh.reshape(T * N, gH).sum(axis=0)
     return dG, dh, (dc if kind == "lstm" else None)
 
 
-def _sum_prev(dg, h0, H_all):
-    """sum_t dg_t^T h_{t-1} with h_{-1} = h0, as two GEMMs (no concatenation)."""
+def _sum_prev(out, dg, h0, H_all):
+    """out += sum_t dg_t^T h_{t-1} with h_{-1} = h0, as two GEMMs (no concatenation)."""
     T, N, P = H_all.shape
-    out = dg[0].T @ h0
+    cells.outer_sum_(out, dg[0], h0)
     if T > 1:
-        out += dg[1:].reshape((T - 1) * N, -1).T @ H_all[:-1].reshape((T - 1) * N, P)
+        cells.outer_sum_(out, dg[1:].reshape((T - 1) * N, -1), H_all[:-1].reshape((T - 1) * N, P))
     return out
 
 
-def _masked(dG, t, mask, dh_prev, dh):
-    """At padded steps the state passed through unchanged: no gate gradient, dh flows straight back."""
+def _pass_through(dG, t, mask, dh_new, dh):
+    """(dh, spare buffer) for step t-1: dh is the step's dh_prev, or at padded steps dh itself
+    (and no gate gradient there).  Without a mask the two buffers just swap roles."""
     if mask is None:
-        return dh_prev
+        return dh_new, dh
     dG[t] *= mask[t]
-    return np.where(mask[t], dh_prev, dh)
+    np.copyto(dh, dh_new, where=mask[t])
+    return dh, dh_new
 
 
 # ------------------------------------------------------------------------------------------
@@ -150,12 +172,20 @@ def _masked(dG, t, mask, dh_prev, dh):
 def _reverse_index(lengths, T, N):
     """Index (T, N) that reverses each sequence within its valid part and leaves padding in place."""
     t = np.arange(T)[:, None]
-    if lengths is None:
-        return np.broadcast_to(T - 1 - t, (T, N))
     return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
+def _flip(a, rev):
+    """a (T, N, F) with each sequence reversed in time: a view when all have length T, else a gather."""
+    if rev is None:
+        return a[::-1]
+    return a[rev, np.arange(a.shape[1])[None, :]]
+
+
 def _weights(kind, params, layer, sfx, has_bias, proj, reset_after=True):
+    """The weights of one direction of one layer, plus the per-call copies the loops run on:
+    transposed contiguous, sigmoid columns halved (``cells.prepare_weights``).  Fresh copies each
+    call, so a cache never sees a later update of the parameters."""
     w = {"ih": params[f"weight_ih_l{layer}{sfx}"], "hh": params[f"weight_hh_l{layer}{sfx}"],
          "hr": params.get(f"weight_hr_l{layer}{sfx}") if proj else None}
     gH = w["hh"].shape[0]
@@ -163,9 +193,12 @@ def _weights(kind, params, layer, sfx, has_bias, proj, reset_after=True):
     b_ih = params[f"bias_ih_l{layer}{sfx}"] if has_bias else zero
     b_hh = params[f"bias_hh_l{layer}{sfx}"] if has_bias else zero
     # RNN and LSTM: both biases add before the nonlinearity, so they join the input GEMM.
-    # GRU: b_hh's n-block sits inside r * (.), so it stays in the step.
-    w["b_in"] = b_ih if kind == "gru" else b_ih + b_hh
-    w["b_hh"] = b_hh
+    # GRU: so do b_hh's r and z blocks; with reset_after its n-block sits inside r * (.), so it
+    # stays in the step.
+    b_in = cells.gru_input_bias(b_ih, b_hh, reset_after) if kind == "gru" else b_ih + b_hh
+    w["ih_t"], w["hh_t"], w["b_in"] = cells.prepare_weights(kind, w["ih"], w["hh"], b_in)
+    w["hr_t"] = np.ascontiguousarray(w["hr"].T) if proj else None
+    w["b_hn"] = b_hh[2 * (gH // 3) :] if kind == "gru" else None
     w["reset_after"] = reset_after
     return w
 
@@ -174,11 +207,12 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
                       bidirectional: bool = False, state=None, lengths=None, dropout: float = 0.0,
                       training: bool = True, rng: np.random.Generator | None = None,
                       nonlinearity: str = "tanh", proj_size: int = 0, bias: bool = True,
-                      reset_after: bool = True):
+                      reset_after: bool = True, keep_cache: bool = True):
     """Run a stacked (bi)directional RNN / LSTM / GRU.  Arguments are checked by the modules.
 
     x: (N, T, I); state: h or (h, c), each (L*D, N, H) or None; lengths: (N,) int or None.
     reset_after (GRU only): False selects Keras's form n = tanh(xg_n + (r * h) W_hn^T + b_hn).
+    keep_cache=False (inference): store nothing for backward; the cache returned is None.
     Returns (y (N, T, D*P), final state like ``state``, cache).
     """
     N, T, _ = x.shape
@@ -186,8 +220,8 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
     dtype = x.dtype
     h0_all, c0_all = (state if kind == "lstm" else (state, None)) if state is not None else (None, None)
     mask = None if lengths is None else (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
-    rev = _reverse_index(lengths, T, N)
-    cols = np.arange(N)[None, :]
+    rev = None if lengths is None else _reverse_index(lengths, T, N)
+    fast = _accel.kernels(dtype)
     X = np.ascontiguousarray(x.transpose(1, 0, 2))  # (T, N, I) time-major for the loop
     hn, cn, layer_caches = [], [], []
     for layer in range(num_layers):
@@ -203,13 +237,14 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
             c0 = None
             if kind == "lstm":
                 c0 = c0_all[k] if c0_all is not None else np.zeros((N, Hc), dtype)
-            xg = (X.reshape(T * N, I) @ w["ih"].T).reshape(T, N, -1)  # (T, N, gH)
+            xg = (X.reshape(T * N, I) @ w["ih_t"]).reshape(T, N, -1)  # (T, N, gH)
             xg += w["b_in"]
             if d:
-                xg = xg[rev, cols]  # each sequence reversed within its valid part
-            y, h, c, cache = _run_direction(kind, xg, h0, c0, w, mask, nonlinearity)
+                xg = _flip(xg, rev)  # each sequence reversed within its valid part
+            y, h, c, cache = _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, keep_cache,
+                                            fast)
             if d:
-                y = y[rev, cols]
+                y = _flip(y, rev)
             outs.append(y)
             hn.append(h)
             cn.append(c)
@@ -220,14 +255,15 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
             keep = rng.random(Y.shape) >= dropout
             drop_mask = keep.astype(dtype) / dtype.type(1 - dropout)
             Y = Y * drop_mask
-        layer_caches.append((X, dir_caches, drop_mask))
+        if keep_cache:
+            layer_caches.append((X, dir_caches, drop_mask))
         X = Y
     y = np.ascontiguousarray(X.transpose(1, 0, 2))  # (N, T, D*P)
     h_n = np.stack(hn)
     final = (h_n, np.stack(cn)) if kind == "lstm" else h_n
-    cache = {"kind": kind, "layers": layer_caches, "D": D, "rev": rev, "cols": cols,
+    cache = {"kind": kind, "layers": layer_caches, "D": D, "rev": rev,
              "bias": bias, "proj": proj_size > 0, "params": params}
-    return y, final, cache
+    return y, final, (cache if keep_cache else None)
 
 
 def recurrent_backward(dy, dstate, cache, grads: dict):
@@ -236,10 +272,11 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
     Accumulates every parameter gradient into ``grads`` (torch names) and returns
     (dx (N, T, I), gradient of the initial state like ``state``).
     """
-    kind, D, rev, cols = cache["kind"], cache["D"], cache["rev"], cache["cols"]
+    kind, D, rev = cache["kind"], cache["D"], cache["rev"]
     params = cache["params"]
     dh_all, dc_all = (dstate if kind == "lstm" else (dstate, None)) if dstate is not None else (None, None)
     dY = np.ascontiguousarray(np.asarray(dy).transpose(1, 0, 2))  # (T, N, D*P)
+    fast = _accel.kernels(dY.dtype)
     L = len(cache["layers"])
     dh0 = [None] * (L * D)
     dc0 = [None] * (L * D)
@@ -248,7 +285,7 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
         if drop_mask is not None:
             dY = dY * drop_mask
         T, N, I = X.shape
-        dX = np.zeros((T, N, I), X.dtype)
+        dX = None
         for d in range(D):
             sfx = "_reverse" if d else ""
             c = dir_caches[d]
@@ -256,20 +293,24 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
             k = layer * D + d
             dy_d = dY[:, :, d * P : (d + 1) * P]
             if d:
-                dy_d = dy_d[rev, cols]
+                dy_d = _flip(dy_d, rev)
             name = lambda base: f"{base}_l{layer}{sfx}"  # noqa: E731
             g = {"hh": grads[name("weight_hh")],
                  "b_hh": np.zeros_like(grads[name("weight_hh")][:, 0]),
                  "hr": grads.get(name("weight_hr"))}
             dxg, dh, dc = _backward_direction(
                 c, dy_d, None if dh_all is None else dh_all[k],
-                None if dc_all is None else dc_all[k], g)
+                None if dc_all is None else dc_all[k], g, fast)
             if d:
-                dxg = dxg[rev, cols]
+                dxg = _flip(dxg, rev)
             gH = dxg.shape[-1]
             dxg2 = dxg.reshape(T * N, gH)
-            grads[name("weight_ih")] += dxg2.T @ X.reshape(T * N, I)  # one GEMM over all steps
-            dX += (dxg2 @ params[name("weight_ih")]).reshape(T, N, I)
+            cells.outer_sum_(grads[name("weight_ih")], dxg2, X.reshape(T * N, I))  # one GEMM
+            dX_d = (dxg2 @ params[name("weight_ih")]).reshape(T, N, I)  # (T, N, I)
+            if dX is None:
+                dX = dX_d
+            else:
+                dX += dX_d
             if cache["bias"]:
                 db_in = dxg2.sum(axis=0)
                 grads[name("bias_ih")] += db_in
@@ -372,7 +413,7 @@ class _Recurrent(Module):
             bidirectional=self.bidirectional, state=state, lengths=lengths,
             dropout=self.dropout, training=self.training, rng=self.rng,
             nonlinearity=self.nonlinearity, proj_size=self.proj_size, bias=self.bias,
-            reset_after=self.reset_after)
+            reset_after=self.reset_after, keep_cache=grad_enabled())
         self._push(cache)
         return y, final
 

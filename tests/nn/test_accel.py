@@ -1,0 +1,147 @@
+"""The optional compiled kernels (numba, rnnkit/nn/_accel.py) against the NumPy reference.
+
+The kernels do the reference's arithmetic in the same order, so the two paths must agree to the
+last bit: every test runs the same computation with the kernels on and off and compares exactly.
+"""
+import numpy as np
+import pytest
+
+import rnnkit
+from rnnkit.nn import _accel, cells
+from reference import make_layer
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture
+def both_paths():
+    """Run a callable with the kernels off (reference) and on; restore the setting afterwards."""
+    was = _accel._enabled
+
+    def run(fn):
+        out = []
+        for flag in (False, True):
+            _accel.set_enabled(flag)
+            assert _accel.enabled() is flag
+            out.append(fn())
+        return out
+
+    yield run
+    _accel.set_enabled(was)
+
+
+def assert_same(ref, fast, what=""):
+    if isinstance(ref, (tuple, list)):
+        assert len(ref) == len(fast)
+        for k, (a, b) in enumerate(zip(ref, fast)):
+            assert_same(a, b, f"{what}[{k}]")
+        return
+    if isinstance(ref, dict):
+        assert ref.keys() == fast.keys()
+        for k in ref:
+            assert_same(ref[k], fast[k], f"{what}[{k}]")
+        return
+    assert ref.dtype == fast.dtype and ref.shape == fast.shape, what
+    np.testing.assert_array_equal(fast, ref, err_msg=what)
+
+
+CASES = [  # kind, options, num_layers, bidirectional, lengths
+    ("lstm", {}, 1, False, False),
+    ("lstm", {}, 2, True, True),
+    ("lstm", {"proj_size": 3}, 2, True, True),
+    ("gru", {}, 2, True, True),
+    ("gru", {"reset_after": False}, 1, True, True),
+    ("rnn", {}, 2, True, True),
+    ("rnn", {"nonlinearity": "relu"}, 1, False, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind, options, L, bi, var", CASES)
+def test_layer_forward_backward_identical_with_and_without_kernels(both_paths, kind, options, L,
+                                                                     bi, var, dtype):
+    rng = np.random.default_rng(0)
+    layer = make_layer(kind, 3, 5, L, bi, dtype, rng, **options)
+    N, T = 4, 6
+    x = rng.standard_normal((N, T, 3)).astype(dtype)
+    lengths = np.array([6, 2, 0, 5]) if var else None
+    P = options.get("proj_size") or 5
+    LD = L * (2 if bi else 1)
+    h0 = rng.standard_normal((LD, N, P)).astype(dtype)
+    state = (h0, rng.standard_normal((LD, N, 5)).astype(dtype)) if kind == "lstm" else h0
+    dy = rng.standard_normal((N, T, (2 if bi else 1) * P)).astype(dtype)
+    dstate = tuple(s * 0.5 for s in state) if kind == "lstm" else state * 0.5
+
+    def run():
+        layer.zero_grad()
+        y, final = layer.forward(x, state, lengths=lengths)
+        dx, dstate0 = layer.backward(dy, dstate)
+        with rnnkit.no_grad():
+            y_infer, final_infer = layer.forward(x, state, lengths=lengths)
+        grads = {k: g.copy() for k, g in layer.grads.items()}
+        return y, final, dx, dstate0, grads, y_infer, final_infer
+
+    ref, fast = both_paths(run)
+    assert_same(ref, fast)
+    assert_same(ref[0], ref[5], "no_grad forward == training forward")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstm_cell_identical_with_and_without_kernels(both_paths, dtype):
+    rng = np.random.default_rng(1)
+    cell = rnnkit.LSTMCell(4, 6, dtype=dtype, rng=rng)
+    x, h, c, dh, dc = (rng.standard_normal((3, k)).astype(dtype) for k in (4, 6, 6, 6, 6))
+
+    def run():
+        cell.zero_grad()
+        out = cell.forward(x, (h, c))
+        back = cell.backward(dh, dc)
+        return out, back, {k: g.copy() for k, g in cell.grads.items()}
+
+    ref, fast = both_paths(run)
+    assert_same(ref, fast)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pointwise_kernels_equal_reference_including_aliased_dc(dtype):
+    k = _accel._build(__import__("numba"), np.dtype(dtype).type)
+    rng = np.random.default_rng(2)
+    N, H = 5, 7
+    r = lambda *s: rng.uniform(-1, 1, s).astype(dtype)  # noqa: E731
+    pre, c_prev, dm, dc, tc = r(N, 4 * H), r(N, H), r(N, H), r(N, H), r(N, H)
+    gates = []
+    for f in (cells.lstm_pointwise, k.lstm_pointwise):
+        g, c, t, m = pre.copy(), *(np.empty((N, H), dtype) for _ in range(3))
+        f(g, c_prev, c, t, m)
+        gates.append((g, c, t, m))
+    assert_same(gates[0], gates[1], "lstm_pointwise")
+    g = gates[0][0]
+    outs = []
+    for f in (cells.lstm_pointwise_backward, k.lstm_pointwise_backward):
+        dg, d = np.empty((N, 4 * H), dtype), dc.copy()
+        f(dm, d, g, c_prev, tc, dg, d, np.empty((N, 4 * H), dtype))  # dc_out aliases dc
+        outs.append((dg, d))
+    assert_same(outs[0], outs[1], "lstm_pointwise_backward")
+    for reset_after in (True, False):
+        gru = []
+        for f in (cells.gru_pointwise_backward, k.gru_pointwise_backward):
+            dgi, dgh, dhz = np.zeros((N, 3 * H), dtype), np.zeros((N, 3 * H), dtype), np.empty((N, H), dtype)
+            f(dm, c_prev, np.abs(pre[:, : 3 * H]), tc, dgi, dgh, dhz, reset_after)
+            gru.append((dgi, dgh, dhz) if reset_after else (dgi[:, H:], dhz))
+        assert_same(gru[0], gru[1], f"gru_pointwise_backward reset_after={reset_after}")
+    for act in ("tanh", "relu"):
+        rnn = []
+        for f in (cells.rnn_pointwise_backward, k.rnn_pointwise_backward):
+            rnn.append(f(dm, tc, act, np.empty((N, H), dtype)))
+        assert_same(rnn[0], rnn[1], f"rnn_pointwise_backward {act}")
+
+
+def test_switch_off():
+    was = _accel._enabled
+    try:
+        _accel.set_enabled(False)
+        assert _accel.kernels(np.float32) is None and not _accel.enabled()
+        _accel.set_enabled(True)
+        assert _accel.kernels(np.float64) is not None
+    finally:
+        _accel.set_enabled(was)
