@@ -346,6 +346,10 @@ class _Recurrent(Module):
             raise ValueError(f"proj_size must be in [0, hidden_size), got {proj_size}")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        if nonlinearity != "tanh" and self.kind != "rnn":
+            raise ValueError(f"nonlinearity applies to RNN only, not {type(self).__name__}")
+        if not reset_after and self.kind != "gru":
+            raise ValueError(f"reset_after applies to GRU only, not {type(self).__name__}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.bidirectional, self.dropout = bias, bidirectional, float(dropout)
         self.proj_size, self.nonlinearity, self.reset_after = proj_size, nonlinearity, reset_after

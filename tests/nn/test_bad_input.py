@@ -62,3 +62,10 @@ def test_rnn_nonlinearity_and_losses():
         rnnkit.MSELoss("avg")
     with pytest.raises(ValueError, match="ids"):
         rnnkit.Embedding(5, 2).forward(np.array([0, 5]))
+
+
+def test_options_of_another_cell_are_refused():
+    with pytest.raises(ValueError, match="reset_after applies to GRU only"):
+        rnnkit.LSTM(3, 4, reset_after=False)
+    with pytest.raises(ValueError, match="nonlinearity applies to RNN only"):
+        rnnkit.GRU(3, 4, nonlinearity="relu")
