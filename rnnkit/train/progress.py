@@ -40,6 +40,12 @@ class Progress:
             parts = " ".join(f"{k} {v}" for k, v in metrics.items())
             print(f"{self.desc} step {self.n}/{self.total} {parts}", file=sys.stderr, flush=True)
 
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def write(self, message: str) -> None:
         if self._bar is not None:
             self._bar.write(message, file=sys.stderr)

@@ -177,3 +177,15 @@ def test_cli_corrupt_checkpoint_and_unknown_flag(tmp_path, text_file, capsys):
         main(["lm", "train", "--out", str(out), "--bogus"])
     assert exc.value.code == 2
     assert main(["lm", "sample", "--model", str(tmp_path / "missing")]) == 1
+
+
+def test_max_time_without_steps_fits_the_schedule_to_the_budget(tmp_path, text_file):
+    s = TrainSettings(**{**TINY, "max_time": 3.0, "steps": 100_000, "eval_every": 1000})
+    t = Trainer(s, tmp_path / "m", texts=[str(text_file)], progress=False, explicit={"max_time"})
+    t.fit_horizon(seconds_per_step=0.01, seconds_left=2.0)  # as run() does after 40 steps
+    assert t.horizon == 190  # 0.95 * 2.0 / 0.01 steps from step 0
+    assert t.lr_at(189) < t.lr_at(100) < t.s.lr  # the cosine now ends inside the budget
+    assert abs(t.lr_at(190) - t.s.min_lr) < 1e-12
+    summary = t.run()
+    assert summary["step"] == t.horizon < 100_000 and t.lr_at(t.horizon) == t.s.min_lr
+    assert summary["stopped"] in (None, "max-time")

@@ -42,8 +42,9 @@ class TrainSettings:
     min_lr: float = field(3e-4, "learning rate at the end of the cosine decay")
     warmup: int = field(100, "linear warm-up steps")
     clip: float = field(5.0, "clip gradients to this global norm")
-    steps: int = field(4000, "total optimizer steps")
-    max_time: float | None = field(None, "stop cleanly (with a checkpoint) after this many seconds")
+    steps: int = field(2000, "total optimizer steps (with --max-time alone: the most it may take)")
+    max_time: float | None = field(None, "wall-clock budget in seconds: unless --steps is given, the "
+                                   "schedule is fitted to it; training stops cleanly when it is spent")
     val_fraction: float = field(0.05, "last fraction of the text held out for validation")
     eval_every: int = field(250, "validate and checkpoint every N steps")
     seed: int = field(0, "random seed")
@@ -100,6 +101,7 @@ class Trainer:
                  overwrite: bool = False) -> None:
         self.out = Path(out)
         self.show_progress = progress
+        self._explicit = set(explicit)
         ckpt = None
         if resume:
             if not (self.out / "meta.json").exists():
@@ -119,13 +121,29 @@ class Trainer:
                                    np.random.default_rng([s.seed, 1]))
         self.loss_fn = CrossEntropyLoss()
         self.opt = Adam(lr=s.lr)
-        self.lr_at = warmup(cosine_lr(s.lr, max(s.steps - s.warmup, 1), s.min_lr), s.warmup)
+        # the schedule's length; with --max-time and no --steps it is fitted to the budget once
+        # the speed is known (see run), and from then on saved with the checkpoint
+        self.horizon = s.steps
+        self.fit_to_time = s.max_time is not None and "steps" not in explicit and not resume
+        self.lr_at = self.schedule(self.horizon)
+        self.clock = time.monotonic  # a benchmark may count CPU time instead
         self.step, self.state, self.best = 0, None, math.inf
         self.best_params = None
         self.history = {"step": [], "train": [], "val_step": [], "val": []}
         self.elapsed = 0.0
         if ckpt is not None:
             self._restore(ckpt)
+
+    def schedule(self, total: int):
+        """Linear warm-up, then cosine decay from --lr to --min-lr at step ``total``."""
+        s = self.s
+        return warmup(cosine_lr(s.lr, max(total - s.warmup, 1), s.min_lr), min(s.warmup, total))
+
+    def fit_horizon(self, seconds_per_step: float, seconds_left: float) -> None:
+        """Fit the schedule to the time budget: as many steps as the time left allows."""
+        fits = self.step + int(0.95 * seconds_left / seconds_per_step)  # 5% for validation
+        self.horizon = max(self.step + 1, min(self.s.steps, fits))
+        self.lr_at = self.schedule(self.horizon)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _merge(self, config: dict, given: TrainSettings, explicit: set[str]) -> TrainSettings:
@@ -153,6 +171,8 @@ class Trainer:
         self.model.set_rng(rng_from_state(meta["rng"]))
         self.step, self.best = meta["step"], meta["best_val"]
         self.history, self.elapsed = meta["history"], meta["elapsed"]
+        self.horizon = self.s.steps if "steps" in self._explicit else min(meta["horizon"], self.s.steps)
+        self.lr_at = self.schedule(self.horizon)
 
     def config(self) -> dict:
         return {"app": "lm", "settings": asdict(self.s), "model": self.model.cfg.to_json(),
@@ -163,7 +183,7 @@ class Trainer:
                   "best": self.best_params if self.best_params is not None else self.model.state_dict(),
                   "optim": self.opt.state_dict(), "state": state_arrays(self.state)}
         meta = {"step": self.step, "rng": rng_state(self.model.rng), "best_val": self.best,
-                "history": self.history, "elapsed": self.elapsed}
+                "history": self.history, "elapsed": self.elapsed, "horizon": self.horizon}
         save_checkpoint(self.out, config=self.config(), arrays=arrays, meta=meta)
         h = self.history
         plot_curves(self.out / "loss.png",
@@ -201,29 +221,40 @@ class Trainer:
         return loss
 
     def run(self, until: int | None = None) -> dict:
-        """Train up to ``settings.steps`` (or stop early after step ``until``, as an interruption would)."""
+        """Train up to the horizon (``settings.steps`` unless fitted to --max-time), or stop early
+        after step ``until`` as an interruption would."""
         s = self.s
-        until = s.steps if until is None else min(until, s.steps)
-        start, start_step = time.monotonic(), self.step
-        elapsed0 = self.elapsed
+        start, start_step, elapsed0 = self.clock(), self.step, self.elapsed
         explode = 3 * math.log(len(self.vocab)) + 1  # far worse than guessing uniformly
-        bar = Progress(s.steps, initial=self.step, desc="lm train", every=max(s.eval_every // 5, 1),
-                       enabled=self.show_progress)
-        recent, val, stopped = [], self.history["val"][-1] if self.history["val"] else float("nan"), None
+        bar = Progress(self.horizon, initial=self.step, desc="lm train",
+                       every=max(s.eval_every // 5, 1), enabled=self.show_progress)
+        recent, stopped = [], None
+        val = self.history["val"][-1] if self.history["val"] else float("nan")
+        timed = {}  # clock readings for measuring the speed: after 10 and 40 steps of this run
         try:
-            while self.step < until:
+            while self.step < min(self.horizon, s.steps if until is None else until):
                 loss = self.train_step()
                 recent.append(loss)
                 if self.step > s.warmup and loss > explode:
                     raise ValueError(f"training exploded at step {self.step}: loss {loss:.3f} nats "
                                      f"(uniform guessing gives {math.log(len(self.vocab)):.3f}); "
                                      "try a lower --lr")
-                self.elapsed = elapsed0 + time.monotonic() - start
-                tps = (self.step - start_step) * s.batch * s.seq_len / max(self.elapsed - elapsed0, 1e-9)
-                out_of_time = s.max_time is not None and self.elapsed - elapsed0 >= s.max_time
-                if self.step == until < s.steps:
+                now = self.clock()
+                self.elapsed = elapsed0 + now - start
+                ran = self.step - start_step
+                if self.fit_to_time and ran in (10, 40):
+                    timed[ran] = now
+                    if ran == 40:
+                        self.fit_horizon((timed[40] - timed[10]) / 30, s.max_time - (now - start))
+                        self.fit_to_time = False
+                        bar.set_total(self.horizon)
+                        bar.write(f"fitted to --max-time {s.max_time:g}s: {self.horizon} steps")
+                tps = ran * s.batch * s.seq_len / max(now - start, 1e-9)
+                out_of_time = s.max_time is not None and now - start >= s.max_time
+                if self.step == until and until < self.horizon:
                     stopped = "until"
-                if self.step % s.eval_every == 0 or self.step == until or out_of_time:
+                if (self.step % s.eval_every == 0 or self.step in (until, self.horizon)
+                        or out_of_time):
                     self.history["step"].append(self.step)
                     self.history["train"].append(float(np.mean(recent)))
                     recent = []
