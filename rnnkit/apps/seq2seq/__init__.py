@@ -1,0 +1,1 @@
+"""Sequence-to-sequence translation with attention: ``rnnkit translate make-data | train | run | eval``."""

@@ -1,0 +1,168 @@
+"""``rnnkit translate make-data | train | run | eval``: argument definitions and thin command bodies."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ...train.settings import add_options, from_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("translate", help="sequence-to-sequence translation with attention")
+    verbs = tr.add_subparsers(dest="verb", required=True, metavar="{make-data,train,run,eval}")
+
+    p = verbs.add_parser("make-data", help="write a TSV of source<TAB>target pairs",
+                         description="numbers: integers -> words (num2words, any language it "
+                                     "supports); dates: human-written dates -> ISO (babel); "
+                                     "de-en: German -> English sentences of Debian's trans-de-en.")
+    p.add_argument("kind", choices=("numbers", "dates", "de-en"), help="which data set")
+    p.add_argument("--out", required=True, help="TSV file to write")
+    p.add_argument("--n", type=int, default=None,
+                   help="number of pairs (required for numbers and dates; de-en: at most N)")
+    p.add_argument("--lang", default=None,
+                   help="numbers: num2words language code (default fr); dates: one babel locale "
+                        "such as de_DE (default: eight locales mixed)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--high", type=int, default=1_000_000,
+                   help="numbers: draw below this (default: 1000000)")
+    p.add_argument("--exclude", default=None,
+                   help="numbers: a TSV whose sources must not reappear (a held-out test set)")
+    p.set_defaults(run=cmd_make_data)
+
+    from .train import TrainSettings  # the settings define the options
+    p = verbs.add_parser("train", help="train an attention encoder-decoder on a pairs TSV",
+                         description="Train on source<TAB>target pairs; checkpoints, a loss curve "
+                                     "and the best model (validation exact match) go to --out.")
+    p.add_argument("--pairs", required=True, help="TSV of source<TAB>target pairs")
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    add_options(p, TrainSettings)
+    p.set_defaults(run=cmd_train)
+
+    p = verbs.add_parser("run", help="translate TEXT arguments (or lines from stdin)")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default: 1)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="length normalisation exponent of beam scores (default: 1.0)")
+    p.add_argument("--max-len", type=int, default=None, help="longest output in tokens")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw the attention weights of the first text as a heat-map")
+    p.add_argument("text", nargs="*", metavar="TEXT", help="sources (default: lines of stdin)")
+    p.set_defaults(run=cmd_run)
+
+    p = verbs.add_parser("eval", help="BLEU, exact match and token accuracy on a pairs TSV")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--pairs", required=True, help="TSV of source<TAB>target pairs")
+    p.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default: 1)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="length normalisation exponent of beam scores (default: 1.0)")
+    p.add_argument("--max-len", type=int, default=None, help="longest output in tokens")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--show", type=int, default=0, metavar="K", help="also print K wrong outputs")
+    p.set_defaults(run=cmd_eval)
+
+
+def cmd_make_data(args: argparse.Namespace) -> int:
+    from .data import make_dates, make_numbers, read_pairs, read_trans_de_en, write_pairs
+    if args.kind in ("numbers", "dates") and args.n is None:
+        raise ValueError(f"make-data {args.kind} needs --n")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.kind == "numbers":
+        exclude = []
+        if args.exclude:
+            try:
+                exclude = [int(s) for s, _ in read_pairs(args.exclude)]
+            except ValueError as exc:
+                raise ValueError(f"--exclude: {exc}") from None
+        pairs = make_numbers(args.n, args.lang or "fr", args.seed, args.high, exclude)
+    elif args.kind == "dates":
+        pairs = make_dates(args.n, args.seed, lang=args.lang)
+    else:
+        pairs = read_trans_de_en()
+        if args.n is not None:
+            pairs = pairs[: args.n]
+    n = write_pairs(args.out, pairs)
+    print(f"wrote {n} pairs to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import read_pairs
+    from .train import Trainer, TrainSettings
+    settings = from_options(TrainSettings, args)
+    trainer = Trainer(settings, read_pairs(args.pairs), args.out, progress=not args.quiet,
+                      overwrite=args.overwrite, pairs_path=args.pairs)
+    s = trainer.s
+    print(f"rnnkit translate train: {len(trainer.train_pairs):,} training and "
+          f"{len(trainer.val_pairs):,} validation pairs, vocabularies {len(trainer.src_vocab)} -> "
+          f"{len(trainer.tgt_vocab)} ({s.src_tokens or s.tokens} -> {s.tokens}), {s.cell} "
+          f"{s.layers}x{s.hidden}, attention {s.attention}, "
+          f"{trainer.model.num_parameters():,} parameters", file=sys.stderr)
+    summary = trainer.run()
+    how = {"max-time": " (--max-time reached)", "interrupted": " (interrupted)"}.get(summary["stopped"], "")
+    print(f"step {summary['step']}{how} after {summary['seconds']:.0f} s: best validation exact match "
+          f"{summary['best_val_exact']:.4f}, loss {summary['best_val_loss']:.4f} nats/token; "
+          f"checkpoint in {args.out}", file=sys.stderr)
+    return 130 if summary["stopped"] == "interrupted" else 0
+
+
+def _max_len(args, config) -> int:
+    if args.max_len is not None and args.max_len < 1:
+        raise ValueError(f"--max-len must be >= 1, got {args.max_len}")
+    return args.max_len or config["max_len"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .decode import plot_attention, translate
+    from .train import load_model
+    model, src_vocab, tgt_vocab, config = load_model(args.model)
+    texts = args.text if args.text else [line.rstrip("\n") for line in sys.stdin]
+    if not texts:
+        return 0
+    outs, atts = translate(model, src_vocab, tgt_vocab, texts, args.beam, _max_len(args, config),
+                           args.alpha, return_attention=True)
+    if args.plot:
+        plot_attention(args.plot, texts[0], outs[0], atts[0], src_vocab.kind, tgt_vocab.kind)
+    for out in outs:
+        print(out)
+    return 0
+
+
+def evaluate(model, src_vocab, tgt_vocab, pairs, beam, max_len, alpha=1.0):
+    """-> (metrics dict, outputs) of translating the pairs' sources against their targets."""
+    from .data import tokenize
+    from .decode import translate
+    from .metrics import corpus_bleu, exact_match, token_accuracy
+    outs = translate(model, src_vocab, tgt_vocab, [p[0] for p in pairs], beam, max_len, alpha)
+    refs = [p[1] for p in pairs]
+    kind = tgt_vocab.kind
+    result = {"bleu": corpus_bleu(outs, refs)["bleu"], "exact_match": exact_match(outs, refs),
+              "token_accuracy": token_accuracy([tokenize(o, kind) for o in outs],
+                                               [tokenize(r, kind) for r in refs]),
+              "pairs": len(pairs)}
+    return result, outs
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import read_pairs
+    from .train import load_model
+    model, src_vocab, tgt_vocab, config = load_model(args.model)
+    pairs = read_pairs(args.pairs)
+    result, outs = evaluate(model, src_vocab, tgt_vocab, pairs, args.beam, _max_len(args, config),
+                            args.alpha)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"BLEU {result['bleu']:.2f}  exact match {result['exact_match']:.4f}  token accuracy "
+              f"{result['token_accuracy']:.4f}  over {result['pairs']} pairs (beam {args.beam})")
+    shown = 0
+    for (src, ref), out in zip(pairs, outs):
+        if shown >= args.show:
+            break
+        if out.strip() != ref.strip():
+            print(f"  {src}\n    want {ref}\n    got  {out}", file=sys.stderr)
+            shown += 1
+    return 0
