@@ -42,7 +42,7 @@ class TrainSettings:
     min_lr: float = field(3e-4, "learning rate at the end of the cosine decay")
     warmup: int = field(100, "linear warm-up steps")
     clip: float = field(5.0, "clip gradients to this global norm")
-    steps: int = field(2000, "total optimizer steps (with --max-time alone: the most it may take)")
+    steps: int = field(2000, "total optimizer steps (with --max-time alone: fitted to the budget)")
     max_time: float | None = field(None, "wall-clock budget in seconds: unless --steps is given, the "
                                    "schedule is fitted to it; training stops cleanly when it is spent")
     val_fraction: float = field(0.05, "last fraction of the text held out for validation")
@@ -140,9 +140,13 @@ class Trainer:
         return warmup(cosine_lr(s.lr, max(total - s.warmup, 1), s.min_lr), min(s.warmup, total))
 
     def fit_horizon(self, seconds_per_step: float, seconds_left: float) -> None:
-        """Fit the schedule to the time budget: as many steps as the time left allows."""
+        """Fit the schedule to the time budget: as many steps as the time left allows.
+
+        The fitted total becomes the run's --steps (saved with the checkpoint, so a resumed run
+        follows the same schedule).
+        """
         fits = self.step + int(0.95 * seconds_left / seconds_per_step)  # 5% for validation
-        self.horizon = max(self.step + 1, min(self.s.steps, fits))
+        self.horizon = self.s.steps = max(self.step + 1, fits)
         self.lr_at = self.schedule(self.horizon)
 
     # -- checkpoints ---------------------------------------------------------------------------
