@@ -153,7 +153,7 @@ def main() -> None:
     rows = [] if args.skip_digits else digits_run(work, args)
     if args.klettres_time > 0:
         rows += klettres_run(work, args)
-    print(f"\n| test set | decoding | utterances | CER | WER |\n|---|---|---|---|---|")
+    print("\n| test set | decoding | utterances | CER | WER |\n|---|---|---|---|---|")
     for name, how, r in rows:
         if "skipped" in r:
             print(f"| {name} | - | - | skipped: {r['skipped']} | |")

@@ -509,7 +509,7 @@ def main(args) -> int:
           f"load average {_loadavg()}")
     print(f"  numpy BLAS     {info['numpy_blas_build']}")
     if blas.info:
-        print(f"  BLAS runtime   " + ", ".join(f"{k}={v}" for k, v in blas.info.items()))
+        print("  BLAS runtime   " + ", ".join(f"{k}={v}" for k, v in blas.info.items()))
     print(f"  BLAS threads   set via {blas.how}")
     print(f"  torch          {info['torch_blas']}; {info['torch_parallel']}")
     print("  environment    " + ", ".join(f"{k}={v}" for k, v in info["env"].items()))

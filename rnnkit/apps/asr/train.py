@@ -20,7 +20,8 @@ import numpy as np
 from ...data.audio import FeatureConfig
 from ...nn import no_grad
 from ...nn.ctc import CTCLoss
-from ...nn.optim import Adam, clip_grad_norm, cosine_lr, warmup
+from ...nn.optim import Adam
+from ...train.loop import apply_gradients, schedule
 from ...train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from ...train.progress import Progress, plot_curves
 from ...train.settings import field, from_dict
@@ -122,7 +123,7 @@ class Trainer:
         self.batch_rng = np.random.default_rng([s.seed, 2])
         self.ctc = CTCLoss(blank=BLANK, reduction="mean", zero_infinity=True)
         self.opt = Adam(lr=s.lr)
-        self.lr_at = warmup(cosine_lr(s.lr, max(s.steps - s.warmup, 1), s.min_lr), s.warmup)
+        self.lr_at = schedule(s.lr, s.min_lr, s.warmup, s.steps)
         self.step, self.best, self.best_params = 0, math.inf, None
         self.history = {"step": [], "train": [], "val_step": [], "val_cer": []}
         self.elapsed, self._queue = 0.0, []
@@ -173,14 +174,7 @@ class Trainer:
         logits = model.forward(x, lengths)  # (B, T, C)
         loss = float(self.ctc.forward(logits, y, lengths, ylen))
         model.backward(self.ctc.backward())
-        params = list(model.named_parameters())
-        norm = clip_grad_norm(params, s.clip)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise ValueError(f"training diverged at step {self.step + 1}: loss {loss}, gradient norm "
-                             f"{norm}; try a lower --lr")
-        self.opt.lr = self.lr_at(self.step)
-        self.opt.step(params)
-        model.zero_grad()
+        apply_gradients(model, self.opt, self.lr_at(self.step), s.clip, loss, self.step)
         self.step += 1
         return loss
 

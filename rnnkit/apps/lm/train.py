@@ -18,7 +18,8 @@ import numpy as np
 
 from ...data.text import StreamBatcher, Vocab, default_corpus_path, read_text
 from ...nn import CrossEntropyLoss, no_grad
-from ...nn.optim import Adam, clip_grad_norm, cosine_lr, warmup
+from ...nn.optim import Adam
+from ...train.loop import apply_gradients, schedule
 from ...train.checkpoint import load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from ...train.progress import Progress, plot_curves
 from ...train.settings import field, from_dict
@@ -136,8 +137,7 @@ class Trainer:
 
     def schedule(self, total: int):
         """Linear warm-up, then cosine decay from --lr to --min-lr at step ``total``."""
-        s = self.s
-        return warmup(cosine_lr(s.lr, max(total - s.warmup, 1), s.min_lr), min(s.warmup, total))
+        return schedule(self.s.lr, self.s.min_lr, self.s.warmup, total)
 
     def fit_horizon(self, seconds_per_step: float, seconds_left: float) -> None:
         """Fit the schedule to the time budget: as many steps as the time left allows.
@@ -213,14 +213,7 @@ class Trainer:
         logits, self.state = model.forward(x, self.state)
         loss = float(self.loss_fn.forward(logits, y))
         model.backward(self.loss_fn.backward())
-        params = list(model.named_parameters())
-        norm = clip_grad_norm(params, s.clip)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise ValueError(f"training diverged at step {self.step + 1}: loss {loss}, gradient norm "
-                             f"{norm}; try a lower --lr (the last checkpoint is kept)")
-        self.opt.lr = self.lr_at(self.step)
-        self.opt.step(params)
-        model.zero_grad()
+        apply_gradients(model, self.opt, self.lr_at(self.step), s.clip, loss, self.step)
         self.step += 1
         return loss
 

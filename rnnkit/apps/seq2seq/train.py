@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ...nn import CrossEntropyLoss, no_grad
-from ...nn.optim import Adam, clip_grad_norm, cosine_lr, warmup
+from ...nn.optim import Adam
+from ...train.loop import apply_gradients, schedule
 from ...train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from ...train.progress import Progress, plot_curves
 from ...train.settings import field, from_dict
@@ -134,7 +135,7 @@ class Trainer:
         self.batches = Batches(self.train_src, self.train_tgt, s.batch, self.rng)
         self.loss_fn = CrossEntropyLoss(ignore_index=PAD)
         self.opt = Adam(lr=s.lr)
-        self.lr_at = warmup(cosine_lr(s.lr, max(s.steps - s.warmup, 1), s.min_lr), s.warmup)
+        self.lr_at = schedule(s.lr, s.min_lr, s.warmup, s.steps)
         self.step, self.best, self.best_params = 0, (-1.0, math.inf), None
         self.history = {"step": [], "train": [], "val_step": [], "val": [], "val_exact": []}
         self.elapsed = 0.0
@@ -165,14 +166,7 @@ class Trainer:
         logits = model.forward(src, src_len, tgt_in, feed)
         loss = float(self.loss_fn.forward(logits, tgt_out))
         model.backward(self.loss_fn.backward())
-        params = list(model.named_parameters())
-        norm = clip_grad_norm(params, s.clip)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise ValueError(f"training diverged at step {self.step + 1}: loss {loss}, gradient norm "
-                             f"{norm}; try a lower --lr")
-        self.opt.lr = self.lr_at(self.step)
-        self.opt.step(params)
-        model.zero_grad()
+        apply_gradients(model, self.opt, self.lr_at(self.step), s.clip, loss, self.step)
         self.step += 1
         return loss
 
