@@ -69,6 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     model, vocab, _ = load_model(args.model, "latest" if args.latest else "best")
     out = sys.stdout
+    out.write(args.prime)  # the text continues the prime
     stream_to(out.write, out.flush, sample(model, vocab, args.prime, args.length, args.temperature,
                                            args.top_k, args.top_p, args.seed))
     out.write("\n")
