@@ -191,3 +191,14 @@ def test_max_time_without_steps_fits_the_schedule_to_the_budget(tmp_path, text_f
     # it ends at the fitted horizon, or (on a machine slower than measured) at the budget
     assert summary["step"] == t.horizon or summary["stopped"] == "max-time"
     assert load_model(tmp_path / "m")[2].steps == t.horizon  # the fitted total is saved
+
+
+def test_cli_threads_option_limits_blas(capsys):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from rnnkit.cli import blas_threads
+
+    with blas_threads(1):
+        assert all(p["num_threads"] == 1 for p in threadpoolctl.threadpool_info()
+                   if p["user_api"] == "blas")
+    assert main(["--threads", "0", "lm", "eval", "--model", "x", "--text", "y"]) == 1
+    assert "--threads must be >= 1" in capsys.readouterr().err
