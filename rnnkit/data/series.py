@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "FILL_METHODS", "Frequency", "Series", "SeriesSet", "bundled_series", "bundled_series_path",
+    "BUNDLED", "FILL_METHODS", "Frequency", "Series", "SeriesSet", "bundled_series", "bundled_series_path",
     "context_windows", "denormalize", "fill_missing", "normalize_windows", "read_series_csv",
     "series_scale",
 ]
@@ -103,8 +103,10 @@ class Frequency:
         if self.unit == "day":
             return dt.date.fromordinal(index).isoformat()
         days, seconds = divmod(index, _DAY)
-        stamp = dt.datetime.combine(dt.date.fromordinal(days), dt.time()) + dt.timedelta(seconds=seconds)
-        return stamp.isoformat(sep=" ")
+        stamp = dt.datetime.combine(dt.date.fromordinal(days), dt.time())
+        stamp += dt.timedelta(seconds=seconds)
+        whole_minutes = index % 60 == 0 and self.step % 60 == 0
+        return stamp.isoformat(sep=" ", timespec="minutes" if whole_minutes else "seconds")
 
     def index(self, start: int, n: int) -> np.ndarray:
         """The time indices start, start + step, ... (n of them)."""
@@ -475,7 +477,9 @@ _KIND_NAMES = {("int", "iso"): "integer steps", ("month", "month"): "YYYY-MM",
 
 
 def _show(parsed) -> str:
-    return str(parsed[1]) if parsed[0] != "date" else parsed[1].isoformat(sep=" ").removesuffix(" 00:00:00")
+    if parsed[0] != "date":
+        return str(parsed[1])
+    return parsed[1].isoformat(sep=" ").removesuffix(" 00:00:00")
 
 
 def _of(sid: str, id_col: str | None, end: str = "") -> str:

@@ -80,6 +80,16 @@ class ForecastNet(Module):
         b[cfg.horizon:] = 0.5413
         self._raw = None
 
+    def set_linear(self, W: np.ndarray, b: np.ndarray, var: np.ndarray) -> None:
+        """Set the linear path (extra -> mean) to W (H, E), b (H,) and the variance to ``var``."""
+        H, hid = self.cfg.horizon, self.cfg.hidden
+        w, bias = self.head.params["weight"], self.head.params["bias"]
+        w[:H, hid:] = W
+        w[:, :hid] = 0  # the recurrent part starts silent: the network starts as this forecast
+        bias[:H] = b
+        v = np.maximum(np.asarray(var, np.float64) - self.cfg.var_floor, 1e-3)
+        bias[H:] = np.where(v > 20, v, np.log(np.expm1(np.minimum(v, 20))))  # softplus^-1
+
     def forward(self, x: np.ndarray, extra: np.ndarray):
         y, _ = self.rnn.forward(x)                                       # (N, T, hidden)
         u = np.concatenate([y[:, -1], extra], axis=1)                    # (N, hidden + E)
