@@ -77,9 +77,20 @@ def plot_curves(path: str | os.PathLike, curves: dict[str, tuple[list, list]], x
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write a matplotlib figure to a PNG atomically (temporary name, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return True
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()

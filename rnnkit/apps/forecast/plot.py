@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from ...data.series import Frequency
+from ...train.progress import save_figure
 
 MAX_PANELS = 6
 
@@ -53,13 +53,5 @@ def plot_forecasts(path: str | os.PathLike, panels: list[dict], freq: Frequency,
         more = f" (first {len(shown)} of {len(panels)} series)" if len(panels) > len(shown) else ""
         fig.suptitle(title + more, fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure(fig, path)
     return True

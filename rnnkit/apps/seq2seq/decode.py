@@ -12,12 +12,12 @@ wins.  Beam width 1 is greedy decoding.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ...nn import no_grad
+from ...train.progress import save_figure
 from .data import TokenVocab, pad_batch, tokenize
 from .model import BOS, EOS, PAD, Seq2Seq, select
 
@@ -144,8 +144,4 @@ def plot_attention(path: str | os.PathLike, source: str, output: str, weights: n
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
