@@ -240,12 +240,38 @@ def _build_language_model(g: Graph, model, options: dict) -> None:
         g.output("c_n", c_n, T.FLOAT, [L, "N", H])
 
 
-# class (module.qualname) -> builder; a new model kind (e.g. the forecaster) adds one entry
+def _build_forecast_net(g: Graph, net, options: dict) -> None:
+    """(x (N, T, F), extra (N, E)) -> recurrent stack -> [last output, extra] -> Linear ->
+    mean (N, H), var = softplus(raw) + var_floor (N, H): the forecaster's network on scaled inputs."""
+    T = g.onnx.TensorProto
+    cfg, H = net.cfg, net.cfg.horizon
+    x = g.input("x", T.FLOAT, ["N", "T", cfg.input_size])
+    extra = g.input("extra", T.FLOAT, ["N", cfg.extra_size])
+    x_tm = g.op("Transpose", [x], base="x_tm", perm=[1, 0, 2])  # (T, N, F)
+    y_tm, _, _ = recurrent_stack(g, net.rnn, x_tm)
+    last = g.op("Gather", [y_tm, g.const("last_step", np.array([-1], np.int64))], base="last",
+                axis=0)  # (1, N, hidden): the output at the last step
+    last = g.op("Squeeze", [last, g.const("time_axis", np.array([0], np.int64))], base="last_h")
+    u = g.op("Concat", [last, extra], base="head_input", axis=1)  # (N, hidden + E)
+    head = net.head.params
+    o = g.op("MatMul", [u, g.const("head_weight_t", np.asarray(head["weight"], np.float32).T)],
+             base="head")
+    o = g.op("Add", [o, g.const("head_bias", np.asarray(head["bias"], np.float32))], base="head_out")
+    mean, raw = g.op("Split", [o, g.const("split", np.array([H, H], np.int64))], base="split",
+                     n_out=2, axis=1)
+    var = g.op("Add", [g.op("Softplus", [raw], base="softplus"),
+                       g.const("var_floor", np.array(cfg.var_floor, np.float32))], base="variance")
+    g.output("mean", mean, T.FLOAT, ["N", H])
+    g.output("var", var, T.FLOAT, ["N", H])
+
+
+# class (module.qualname) -> builder; a new model kind adds one entry
 EXPORTERS: dict[str, Callable[[Graph, Any, dict], None]] = {
     "rnnkit.nn.recurrent.RNN": _build_recurrent,
     "rnnkit.nn.recurrent.LSTM": _build_recurrent,
     "rnnkit.nn.recurrent.GRU": _build_recurrent,
     "rnnkit.apps.lm.model.LanguageModel": _build_language_model,
+    "rnnkit.apps.forecast.model.ForecastNet": _build_forecast_net,
 }
 
 

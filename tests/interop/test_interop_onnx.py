@@ -189,3 +189,25 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, checkpoint, capsys)
                  str(tmp_path / "no" / "x.onnx")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert out.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["lm.onnx"]
+
+
+@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("gru", 1)])
+def test_forecast_network_graph(cell, layers):
+    """The forecaster's network (scaled inputs -> mean, variance) runs in onnxruntime like rnnkit."""
+    from rnnkit.apps.forecast.model import ForecastNet, NetConfig
+
+    rng = np.random.default_rng(9)
+    cfg = NetConfig(input_size=3, extra_size=7, horizon=4, cell=cell, hidden=6, layers=layers)
+    net = ForecastNet(cfg, rng)
+    for _, p, _ in net.named_parameters():
+        p[...] = rng.uniform(-0.6, 0.6, p.shape)
+    net.eval()
+    sess = ort.InferenceSession(to_onnx(net).SerializeToString(), providers=["CPUExecutionProvider"])
+    for N, T in ((1, 5), (4, 12)):
+        x = rng.standard_normal((N, T, 3)).astype(np.float32)
+        extra = rng.standard_normal((N, 7)).astype(np.float32)
+        with rnnkit.no_grad():
+            mean, var = net.forward(x, extra)
+        got_mean, got_var = sess.run(None, {"x": x, "extra": extra})
+        assert_close("mean", got_mean, mean)
+        assert_close("var", got_var, var)
