@@ -94,8 +94,8 @@ def stream_nll(model: LanguageModel, ids: np.ndarray, seq_len: int, streams: int
     starts = np.arange(streams) * L
     for t0 in range(0, L, seq_len):
         t1 = min(t0 + seq_len, L)
-        x = np.stack([ids[s + t0 : s + t1] for s in starts])  # (B, t)
-        y = np.stack([ids[s + t0 + 1 : s + t1 + 1] for s in starts])
+        rows = starts[:, None] + np.arange(t0, t1)[None, :]  # (B, t) positions, no loop over streams
+        x, y = ids[rows], ids[rows + 1]
         logits, state = model.forward(x, state)
         logp = log_softmax(logits.astype(np.float64))
         total -= float(np.take_along_axis(logp, y[..., None], -1).sum())

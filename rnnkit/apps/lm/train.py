@@ -259,7 +259,8 @@ class Trainer:
                     self.save()
                     bar.write(f"step {self.step}: train {self.history['train'][-1]:.4f}  "
                               f"val {val:.4f} nats/{s.tokens} ({val / math.log(2):.3f} bits)")
-                bar.update(1, loss=f"{loss:.3f}", val=f"{val:.3f}" if math.isfinite(val) else "-", **{f"{s.tokens}s/s": f"{tps:,.0f}"})
+                shown = f"{val:.3f}" if math.isfinite(val) else "-"
+                bar.update(1, loss=f"{loss:.3f}", val=shown, **{f"{s.tokens}s/s": f"{tps:,.0f}"})
                 if out_of_time:
                     stopped = "max-time"
                     break
