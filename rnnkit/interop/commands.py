@@ -1,4 +1,5 @@
-"""``rnnkit export onnx --model DIR --out FILE [--opset N]``: a trained model as an ONNX file."""
+"""``rnnkit export onnx --model DIR --out FILE [--opset N]``: a trained model (a language model
+or a forecaster) as an ONNX file."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from pathlib import Path
 # a new application whose model ``rnnkit.interop.onnx.EXPORTERS`` knows adds one entry here
 LOADERS = {
     "lm": "rnnkit.apps.lm.train:load_model",
+    "forecast": "rnnkit.apps.forecast.train:load_model",
 }
 
 
@@ -20,14 +22,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = formats.add_parser(
         "onnx", help="write a trained model as an ONNX file (onnxruntime and others run it)",
-        description="Write a checkpoint's model as one ONNX graph with dynamic batch and length. "
-                    "A language model takes ids (N, T) int64, h0 (layers, N, hidden) [and c0 "
-                    "for an LSTM] and returns logits (N, T, vocab), h_n [and c_n].")
-    p.add_argument("--model", required=True, help="checkpoint directory (e.g. rnnkit lm train --out)")
+        description="Write a checkpoint's model as one ONNX graph with a dynamic batch N. "
+                    "A language model (rnnkit lm train) takes ids (N, T) int64, h0 (layers, N, "
+                    "hidden) [and c0 for an LSTM] and returns logits (N, T, vocab), h_n [and "
+                    "c_n]. A forecaster (rnnkit forecast train) takes float64 window inputs in "
+                    "original units: context (N, C) (the last C values of each series), scale "
+                    "(N,) [, calendar (N, C+H, 2c)] [, covariates (N, C, k)] "
+                    "(Forecaster.onnx_inputs makes them) and returns mean, sd, lower_80, "
+                    "upper_80, lower_95, upper_95 (N, H), the ensemble's forecast.")
+    p.add_argument("--model", required=True,
+                   help="checkpoint directory (rnnkit lm train --out, rnnkit forecast train --out)")
     p.add_argument("--out", required=True, help="the .onnx file to write (replaced atomically)")
     p.add_argument("--opset", type=int, default=None,
                    help=f"ONNX operator set, at least {MIN_OPSET} (default: {DEFAULT_OPSET})")
-    p.add_argument("--latest", action="store_true", help="export the last parameters, not the best")
+    p.add_argument("--latest", action="store_true",
+                   help="language models: export the last parameters, not the best (a "
+                        "forecaster's checkpoint has one set)")
     p.set_defaults(run=cmd_export_onnx)
 
 

@@ -9,7 +9,13 @@ torch                                  rnnkit
 ``nn.RNN / nn.LSTM / nn.GRU``          ``RNN / LSTM / GRU`` (layers, directions, ``proj_size``, bias)
 ``nn.Embedding``, ``nn.Linear``        ``Embedding``, ``Linear``
 ``TorchLanguageModel`` (below)         ``rnnkit.apps.lm.model.LanguageModel``
+``TorchForecastNet`` (below)           ``rnnkit.apps.forecast.model.ForecastNet``
 =====================================  =============================================================
+
+The twins (``torch_language_model_class()``, ``torch_forecast_net_class()``) are plain torch
+modules built from ``nn.Embedding``, ``nn.RNN / LSTM / GRU`` and ``nn.Linear`` with rnnkit's
+parameter names.  A whole forecaster (an ensemble with scaling around it) has no torch twin:
+convert its members (``forecaster.nets``) one by one, or export it to ONNX.
 
 rnnkit is always batch-first; ``to_torch`` builds recurrent layers with ``batch_first=True``,
 and ``from_torch`` accepts either setting (the weights are the same).  Outputs are equal after
@@ -112,6 +118,12 @@ def _lm_to_torch(model):
     return _load_torch(m, model.state_dict()).train(model.training)
 
 
+def _forecast_net_to_torch(net):
+    cfg = net.cfg.to_json()
+    m = torch_forecast_net_class()(**{**cfg, "dtype": _torch_dtype(np.dtype(cfg["dtype"]))})
+    return _load_torch(m, net.state_dict()).train(net.training)
+
+
 # rnnkit class (module.qualname) -> converter; a new model kind adds one entry here
 TO_TORCH: dict[str, Callable[[Any], Any]] = {
     "rnnkit.nn.recurrent.RNN": _recurrent_to_torch,
@@ -120,6 +132,7 @@ TO_TORCH: dict[str, Callable[[Any], Any]] = {
     "rnnkit.nn.layers.Embedding": _embedding_to_torch,
     "rnnkit.nn.layers.Linear": _linear_to_torch,
     "rnnkit.apps.lm.model.LanguageModel": _lm_to_torch,
+    "rnnkit.apps.forecast.model.ForecastNet": _forecast_net_to_torch,
 }
 
 
@@ -136,8 +149,9 @@ def to_torch(module: Module):
     """The torch equivalent of an rnnkit layer or model, with the same weights and dtype.
 
     Recurrent layers become ``nn.RNN / nn.LSTM / nn.GRU`` with ``batch_first=True``;
-    a language model becomes a ``TorchLanguageModel``.  Raises ValueError for what torch cannot
-    express (a GRU with ``reset_after=False``).
+    a language model becomes a ``TorchLanguageModel``, a forecasting network a
+    ``TorchForecastNet``.  Raises ValueError for what torch cannot express (a GRU with
+    ``reset_after=False``).
     """
     return _converter(TO_TORCH, module, "to_torch")(module)
 
@@ -165,8 +179,8 @@ def from_torch(module, *, dtype=None) -> Module:
     """The rnnkit equivalent of a torch module, with the same weights.
 
     Accepts ``nn.RNN / nn.LSTM / nn.GRU`` (any ``batch_first``; the rnnkit layer is batch-first),
-    ``nn.Embedding``, ``nn.Linear`` and a ``TorchLanguageModel``.  ``dtype`` (float32 or float64)
-    defaults to the torch parameters' dtype.
+    ``nn.Embedding``, ``nn.Linear``, a ``TorchLanguageModel`` and a ``TorchForecastNet``.
+    ``dtype`` (float32 or float64) defaults to the torch parameters' dtype.
     """
     torch = _torch()
     dt = _dtype_of(module, dtype)
@@ -184,8 +198,11 @@ def from_torch(module, *, dtype=None) -> Module:
         return lin
     if isinstance(module, torch_language_model_class()):
         return _lm_from_torch(module, dt)
+    if isinstance(module, torch_forecast_net_class()):
+        return _forecast_net_from_torch(module, dt)
     raise ValueError(f"from_torch: unsupported module {type(module).__name__}; supported: "
-                     "nn.RNN, nn.LSTM, nn.GRU, nn.Embedding, nn.Linear, TorchLanguageModel")
+                     "nn.RNN, nn.LSTM, nn.GRU, nn.Embedding, nn.Linear, TorchLanguageModel, "
+                     "TorchForecastNet")
 
 
 def _lm_from_torch(m, dtype):
@@ -194,14 +211,36 @@ def _lm_from_torch(m, dtype):
     cfg = ModelConfig(vocab_size=m.embed.num_embeddings, cell=m.cell, embed=m.embed.embedding_dim,
                       hidden=m.rnn.hidden_size, layers=m.rnn.num_layers, dropout=float(m.drop.p),
                       dtype=np.dtype(dtype).name)
-    model = LanguageModel(cfg, np.random.default_rng(0))
+    return _with_weights_of(LanguageModel(cfg, np.random.default_rng(0)), m, dtype)
+
+
+def _forecast_net_from_torch(m, dtype):
+    from ..apps.forecast.model import ForecastNet, NetConfig
+
+    cfg = NetConfig(**{**m.config, "dtype": np.dtype(dtype).name})
+    return _with_weights_of(ForecastNet(cfg, np.random.default_rng(0)), m, dtype)
+
+
+def _with_weights_of(model: Module, m, dtype) -> Module:
+    """``model`` with the torch module ``m``'s weights (as ``dtype``) and train/eval mode."""
     model.load_state_dict(_numpy_state(m, dtype))
     return model.train(m.training)
 
 
 # ------------------------------------------------------------------------------------------
-# the torch twin of the language model
+# the torch twins of the language model and the forecasting network
 # ------------------------------------------------------------------------------------------
+def _torch_rnn(cell: str, input_size: int, hidden: int, layers: int, dropout: float, dtype):
+    """A batch-first ``nn.LSTM / nn.GRU / nn.RNN`` (tanh) by rnnkit's cell name."""
+    torch = _torch()
+    cells = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+    if cell not in cells:
+        raise ValueError(f"cell must be one of {sorted(cells)}, got {cell!r}")
+    # torch warns that dropout does nothing with one layer: pass it only where it acts
+    return cells[cell](input_size, hidden, num_layers=layers, batch_first=True,
+                       dropout=dropout if layers > 1 else 0.0, dtype=dtype)
+
+
 @functools.cache
 def torch_language_model_class():
     """``TorchLanguageModel``: torch's twin of ``rnnkit.apps.lm.model.LanguageModel``.
@@ -213,18 +252,14 @@ def torch_language_model_class():
     use so that importing rnnkit never imports torch.  Save it with ``torch.save(m.state_dict())``.
     """
     torch = _torch()
-    cells = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
 
     class TorchLanguageModel(torch.nn.Module):
         def __init__(self, vocab_size: int, cell: str, embed: int, hidden: int, layers: int,
                      dropout: float, dtype=torch.float32) -> None:
             super().__init__()
-            if cell not in cells:
-                raise ValueError(f"cell must be one of {sorted(cells)}, got {cell!r}")
             self.cell = cell
             self.embed = torch.nn.Embedding(vocab_size, embed, dtype=dtype)
-            self.rnn = cells[cell](embed, hidden, num_layers=layers, batch_first=True,
-                                   dropout=dropout if layers > 1 else 0.0, dtype=dtype)
+            self.rnn = _torch_rnn(cell, embed, hidden, layers, dropout, dtype)
             self.drop = torch.nn.Dropout(dropout)
             self.head = torch.nn.Linear(hidden, vocab_size, dtype=dtype)
 
@@ -233,3 +268,42 @@ def torch_language_model_class():
             return self.head(self.drop(y)), state
 
     return TorchLanguageModel
+
+
+@functools.cache
+def torch_forecast_net_class():
+    """``TorchForecastNet``: torch's twin of ``rnnkit.apps.forecast.model.ForecastNet``.
+
+    ``TorchForecastNet(input_size, extra_size, horizon, cell="lstm", hidden=32, layers=1,
+    dropout=0.0, var_floor=1e-4, dtype=torch.float32)`` (the fields of ``NetConfig``);
+    ``forward(x (N, T, F), extra (N, E)) -> (mean (N, H), var (N, H))``::
+
+        h = RNN(x)[:, -1];  o = head([h, extra]);  mean = o[:, :H]
+        var = softplus(o[:, H:]) + var_floor
+
+    with the same parameter names (``rnn.weight_ih_l0``, ..., ``head.weight``, ``head.bias``).
+    Its inputs are scaled windows (see ``rnnkit.apps.forecast.train.assemble``).  Created on first
+    use so that importing rnnkit never imports torch.
+    """
+    torch = _torch()
+
+    class TorchForecastNet(torch.nn.Module):
+        def __init__(self, input_size: int, extra_size: int, horizon: int, cell: str = "lstm",
+                     hidden: int = 32, layers: int = 1, dropout: float = 0.0,
+                     var_floor: float = 1e-4, dtype=torch.float32) -> None:
+            super().__init__()
+            # what rebuilds the rnnkit network (from_torch): NetConfig's fields but dtype
+            self.config = dict(input_size=input_size, extra_size=extra_size, horizon=horizon,
+                               cell=cell, hidden=hidden, layers=layers, dropout=dropout,
+                               var_floor=var_floor)
+            self.horizon, self.var_floor = horizon, var_floor
+            self.rnn = _torch_rnn(cell, input_size, hidden, layers, dropout, dtype)
+            self.head = torch.nn.Linear(hidden + extra_size, 2 * horizon, dtype=dtype)
+
+        def forward(self, x, extra):
+            y, _ = self.rnn(x)                                       # (N, T, hidden)
+            o = self.head(torch.cat([y[:, -1], extra], dim=1))       # (N, 2H)
+            H = self.horizon
+            return o[:, :H], torch.nn.functional.softplus(o[:, H:]) + self.var_floor
+
+    return TorchForecastNet

@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 
 import rnnkit
+from rnnkit.apps.forecast.model import ForecastNet, NetConfig
+from rnnkit.apps.forecast.train import Forecaster, ForecastSettings
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig
 from rnnkit.apps.lm.train import Trainer, TrainSettings, load_model
 from rnnkit.cli import main
+from rnnkit.data.series import (Frequency, Series, SeriesSet, bundled_series_path,
+                                read_series_csv)
 from rnnkit.interop.onnx import export, to_onnx
+from rnnkit.train.checkpoint import save_checkpoint
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -126,6 +131,8 @@ def test_what_cannot_be_exported(tmp_path):
         export(rnnkit.GRU(3, 4, rng=rng), out, opset=13)
     with pytest.raises(ValueError, match="does not support Linear"):
         export(rnnkit.Linear(3, 4, rng=rng), out)
+    with pytest.raises(ValueError, match="untrained forecaster"):
+        export(Forecaster(ForecastSettings(horizon=2), Frequency("step"), 0), out)
     assert out.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["x.onnx"]
 
 
@@ -194,8 +201,6 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, checkpoint, capsys)
 @pytest.mark.parametrize("cell,layers", [("lstm", 2), ("gru", 1)])
 def test_forecast_network_graph(cell, layers):
     """The forecaster's network (scaled inputs -> mean, variance) runs in onnxruntime like rnnkit."""
-    from rnnkit.apps.forecast.model import ForecastNet, NetConfig
-
     rng = np.random.default_rng(9)
     cfg = NetConfig(input_size=3, extra_size=7, horizon=4, cell=cell, hidden=6, layers=layers)
     net = ForecastNet(cfg, rng)
@@ -211,3 +216,119 @@ def test_forecast_network_graph(cell, layers):
         got_mean, got_var = sess.run(None, {"x": x, "extra": extra})
         assert_close("mean", got_mean, mean)
         assert_close("var", got_var, var)
+
+
+# ----------------------------------------------------------------------------- whole forecasters
+FORECASTS = ["mean", "sd", "lower_80", "upper_80", "lower_95", "upper_95"]
+
+
+def random_forecaster(cell, freq, n_covariates, layers, members, rng, context=6, horizon=3):
+    """A forecaster whose every parameter (biases included) and calibration factor is random."""
+    settings = ForecastSettings(horizon=horizon, context=context, cell=cell, hidden=5,
+                                layers=layers, ensemble=members)
+    fc = Forecaster(settings, freq, n_covariates)
+    for _ in range(members):
+        net = ForecastNet(fc.net_config(), rng)
+        for _, p, _ in net.named_parameters():
+            p[...] = rng.uniform(-0.6, 0.6, p.shape)
+        fc.nets.append(net.eval())
+    fc.var_scale = rng.uniform(0.5, 2.0, horizon)
+    return fc
+
+
+def random_series(freq, lengths, n_covariates, rng):
+    """Random walks at a level of ~1e4 (float32 would lose their steps: the graph scales in
+    float64), starting at random calendar positions."""
+    first = {"month": 24_000, "day": 730_000, "step": 0}[freq.unit]
+    series = [Series(f"s{i}", first + int(rng.integers(0, 400)),
+                     1e4 + rng.uniform(0.1, 10) * np.cumsum(rng.standard_normal(n)),
+                     3 + 5 * rng.standard_normal((n, n_covariates))) for i, n in enumerate(lengths)]
+    return SeriesSet(series, freq, "y", covariates=tuple(f"c{j}" for j in range(n_covariates)))
+
+
+def assert_forecasts_close(sess, fc, data):
+    """The ONNX file's forecasts are ``fc.forecast``'s, to float32 precision in the units the
+    networks see (errors divided by each series' scale; observed ~1e-7)."""
+    feeds = fc.onnx_inputs(data)
+    got = dict(zip(FORECASTS, sess.run(None, feeds)))
+    want = fc.forecast(data)
+    scale = feeds["scale"][:, None]
+    for name in FORECASTS:
+        w = np.stack([f[name] for f in want])
+        assert got[name].dtype == np.float64 and got[name].shape == w.shape, (name, got[name].shape)
+        err = np.abs(got[name] - w) / scale
+        assert err.max() <= TOL, f"{name}: max error {err.max():.3g} (scaled units) > {TOL}\n" \
+                                 f"onnx {got[name]}\nrnnkit {w}"
+    return feeds, got
+
+
+# (cell, frequency, covariates, layers, members): calendar features or none, covariates or none
+FORECASTERS = [
+    ("lstm", Frequency("month"), 0, 2, 2),  # 1 calendar cycle
+    ("gru", Frequency("step"), 2, 1, 3),    # no calendar
+    ("rnn", Frequency("day"), 1, 1, 2),     # 2 calendar cycles and a covariate
+]
+
+
+@pytest.mark.parametrize("cell,freq,n_cov,layers,members", FORECASTERS)
+def test_cli_exports_a_whole_forecaster(tmp_path, capsys, cell, freq, n_cov, layers, members):
+    rng = np.random.default_rng(len(cell) + 10 * n_cov + layers)
+    random_forecaster(cell, freq, n_cov, layers, members, rng).save(tmp_path / "m", {"target": "y"})
+    out = tmp_path / "fc.onnx"
+    assert main(["export", "onnx", "--model", str(tmp_path / "m"), "--out", str(out)]) == 0
+    assert "(Forecaster, opset" in capsys.readouterr().err
+    fc, _ = Forecaster.load(tmp_path / "m")
+    sess = session(out)
+    want_inputs = (["context", "scale"] + ["calendar"] * (freq.calendar_size > 0)
+                   + ["covariates"] * (n_cov > 0))
+    assert [i.name for i in sess.get_inputs()] == fc.input_names == want_inputs
+    assert [o.name for o in sess.get_outputs()] == FORECASTS
+    meta = onnx.load(str(out)).metadata_props
+    assert {p.key: p.value for p in meta}["horizon"] == "3"
+    # one series; several of different lengths, two shorter than the context (6), one of 1 value
+    for lengths in ([40], [3, 25, 9, 60], [1, 7]):
+        feeds, got = assert_forecasts_close(sess, fc, random_series(freq, lengths, n_cov, rng))
+        change = np.abs(got["mean"] - feeds["context"][:, -1:]) / feeds["scale"][:, None]
+        assert change.max() > 0.05  # the networks moved the forecast: not a naive one compared
+
+
+def test_forecaster_onnx_inputs_are_its_windows():
+    """Left-padded context, the history's scale, the calendar of the context and horizon steps."""
+    rng = np.random.default_rng(4)
+    fc = random_forecaster("gru", Frequency("month"), 1, 1, 2, rng, context=6, horizon=3)
+    data = random_series(Frequency("month"), [4, 10], 1, rng)
+    feeds = fc.onnx_inputs(data)
+    assert {k: (v.shape, v.dtype) for k, v in feeds.items()} == {
+        "context": ((2, 6), np.float64), "scale": ((2,), np.float64),
+        "calendar": ((2, 9, 2), np.float64), "covariates": ((2, 6, 1), np.float64)}
+    short, long_ = data.series
+    np.testing.assert_array_equal(feeds["context"][0], np.r_[[short.values[0]] * 2, short.values])
+    np.testing.assert_array_equal(feeds["context"][1], long_.values[-6:])
+    assert feeds["scale"][1] == np.mean(np.abs(np.diff(long_.values)))
+    months = long_.start + np.arange(10 - 6, 10 + 3)  # the 6 context steps, then the 3 forecast
+    np.testing.assert_allclose(feeds["calendar"][1], Frequency("month").calendar(months), atol=0)
+
+
+def test_cli_exports_a_trained_forecaster(tmp_path, capsys):
+    """End to end: ``rnnkit forecast train`` on a bundled series, export, onnxruntime."""
+    model = tmp_path / "nile"
+    assert main(["forecast", "train", "--csv", str(bundled_series_path("nile")), "--target",
+                 "volume", "--horizon", "4", "--hidden", "4", "--epochs", "2", "--patience", "1",
+                 "--ensemble", "2", "--out", str(model), "--quiet"]) == 0
+    out = tmp_path / "nile.onnx"
+    assert main(["export", "onnx", "--model", str(model), "--out", str(out), "--latest"]) == 0
+    fc, _ = Forecaster.load(model)
+    data = read_series_csv(bundled_series_path("nile"), "volume")
+    assert_forecasts_close(session(out), fc, data)
+    assert_forecasts_close(session(out), fc, data.truncate(len(data.series[0]) - 5))
+
+
+def test_cli_refuses_a_checkpoint_of_another_app(tmp_path, capsys):
+    save_checkpoint(tmp_path / "m", config={"app": "asr"}, arrays={"params": {"w": np.zeros(2)}},
+                    meta={})
+    out = tmp_path / "x.onnx"
+    assert main(["export", "onnx", "--model", str(tmp_path / "m"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error:") and err.count("\n") == 1
+    assert "cannot export a model of app 'asr' yet; exportable: forecast, lm" in err
+    assert not out.exists()

@@ -1,10 +1,13 @@
-"""PyTorch <-> rnnkit: layers and the language model convert both ways with equal outputs."""
+"""PyTorch <-> rnnkit: layers, the language model and the forecasting network convert both ways
+with equal outputs."""
 import numpy as np
 import pytest
 
 import rnnkit
+from rnnkit.apps.forecast.model import ForecastNet, NetConfig
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig
-from rnnkit.interop.torch import from_torch, to_torch, torch_language_model_class
+from rnnkit.interop.torch import (from_torch, to_torch, torch_forecast_net_class,
+                                  torch_language_model_class)
 
 torch = pytest.importorskip("torch")
 
@@ -169,3 +172,29 @@ def test_language_model_to_torch_and_back(cell):
     assert isinstance(back, LanguageModel) and back.cfg == cfg
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(back.state_dict()[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("gru", 1), ("rnn", 2)])
+def test_forecast_net_to_torch_and_back(cell, layers):
+    rng = np.random.default_rng(4 + layers)
+    cfg = NetConfig(input_size=3, extra_size=7, horizon=4, cell=cell, hidden=5, layers=layers,
+                    dropout=0.2, var_floor=0.01, dtype="float64")
+    net = ForecastNet(cfg, rng)
+    for _, p, _ in net.named_parameters():  # biases and all: the head starts partly at zero
+        p[...] = rng.uniform(-0.8, 0.8, p.shape)
+    net.eval()
+    tm = to_torch(net)
+    assert isinstance(tm, torch_forecast_net_class()) and not tm.training
+    assert next(tm.parameters()).dtype == torch.float64
+    x, extra = rng.standard_normal((3, 6, 3)), rng.standard_normal((3, 7))
+    mean, var = net.forward(x, extra)
+    with torch.no_grad():
+        tmean, tvar = tm(torch.from_numpy(x), torch.from_numpy(extra))
+    np.testing.assert_allclose(tmean.numpy(), mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(tvar.numpy(), var, rtol=1e-10, atol=1e-12)
+    assert var.min() > cfg.var_floor and np.ptp(mean) > 0.1  # the floor and the head both act
+    back = from_torch(tm)
+    assert isinstance(back, ForecastNet) and back.cfg == cfg and not back.training
+    for name, value in net.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[name], value, err_msg=name)
+    assert from_torch(tm, dtype=np.float32).cfg.dtype == "float32"

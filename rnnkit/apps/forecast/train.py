@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -152,6 +152,53 @@ class Windows:
                        None if self.target is None else self.target[idx])
 
 
+@dataclass
+class WindowInputs:
+    """What windows are made of, in original units: the part of `make_windows` that needs the
+    whole series (and the inputs of a forecaster exported to ONNX, `Forecaster.onnx_inputs`)."""
+
+    context: np.ndarray     # (n, N) the N values before each origin, left-padded by the first
+    scale: np.ndarray       # (n,) the series' scale (`series_scale` of the history)
+    calendar: np.ndarray    # (n, N + H, 2c) calendar features of the context and horizon steps
+    covariates: np.ndarray  # (n, N, k) the context steps' covariates, standardised per series
+
+    @staticmethod
+    def concat(parts: list["WindowInputs"]) -> "WindowInputs":
+        return WindowInputs(*(np.concatenate([getattr(p, f.name) for p in parts])
+                              for f in fields(WindowInputs)))
+
+
+def window_inputs(s: Series, freq: Frequency, origins: np.ndarray, context: int, horizon: int,
+                  history: int | None = None) -> WindowInputs:
+    """The inputs of the windows of one series at ``origins`` (see `make_windows`)."""
+    origins = np.asarray(origins, np.int64)
+    n_hist = len(s) if history is None else history
+    values = s.values[:n_hist]
+    steps = origins[:, None] + np.arange(-context, horizon)[None, :]       # (n, N + H) positions
+    cal = freq.calendar(s.start + freq.step * steps.reshape(-1))
+    return WindowInputs(
+        context=context_windows(values, origins, context),                 # (n, N)
+        scale=np.full(len(origins), series_scale(values)),
+        calendar=cal.reshape(len(origins), context + horizon, -1),         # (n, N + H, 2c)
+        covariates=context_windows(_standardize_covariates(s.covariates[:n_hist]), origins,
+                                   context))                               # (n, N, k)
+
+
+def assemble(inp: WindowInputs, dtype, target: np.ndarray | None = None) -> Windows:
+    """Network inputs from window inputs (and scaled targets from ``target`` (n, H)).
+
+    z = (context - level) / scale with the last context value as level;
+    x = [z, calendar of the context steps, covariates] per step, extra = [z, future calendar].
+    An exported forecaster's ONNX graph repeats exactly this.
+    """
+    N = inp.context.shape[1]
+    z, level, zt = normalize_windows(inp.context, inp.scale, target)
+    x = np.concatenate([z[..., None], inp.calendar[:, :N], inp.covariates], axis=2)  # (n, N, F)
+    extra = np.concatenate([z, inp.calendar[:, N:].reshape(len(z), -1)], axis=1)     # (n, E)
+    return Windows(x.astype(dtype), extra.astype(dtype), level, inp.scale,
+                   None if zt is None else zt.astype(dtype))
+
+
 def make_windows(s: Series, freq: Frequency, origins: np.ndarray, context: int, horizon: int,
                  dtype, with_target: bool = True, history: int | None = None) -> Windows:
     """Windows of one series at ``origins`` (forecasts of values[o : o + horizon]).
@@ -160,22 +207,11 @@ def make_windows(s: Series, freq: Frequency, origins: np.ndarray, context: int, 
     model may see, never the values a backtest fold holds out.
     """
     origins = np.asarray(origins, np.int64)
-    n_hist = len(s) if history is None else history
-    values = s.values[:n_hist]
-    scale = series_scale(values)
-    ctx = context_windows(values, origins, context)                         # (n, N)
     tgt = None
-    if with_target:
+    if with_target:  # never past the history
+        values = s.values[: len(s) if history is None else history]
         tgt = values[origins[:, None] + np.arange(horizon)[None, :]]       # (n, H)
-    z, level, zt = normalize_windows(ctx, scale, tgt)
-    steps = origins[:, None] + np.arange(-context, horizon)[None, :]       # (n, N + H) positions
-    cal = freq.calendar(s.start + freq.step * steps.reshape(-1))
-    cal = cal.reshape(len(origins), context + horizon, -1)                 # (n, N + H, 2c)
-    cov = context_windows(_standardize_covariates(s.covariates[:n_hist]), origins, context)
-    x = np.concatenate([z[..., None], cal[:, :context], cov], axis=2)      # (n, N, F)
-    extra = np.concatenate([z, cal[:, context:].reshape(len(origins), -1)], axis=1)  # (n, E)
-    return Windows(x.astype(dtype), extra.astype(dtype), level, np.full(len(origins), scale),
-                   None if zt is None else zt.astype(dtype))
+    return assemble(window_inputs(s, freq, origins, context, horizon, history), dtype, tgt)
 
 
 def _concat(parts: list[Windows]) -> Windows:
@@ -436,6 +472,34 @@ class Forecaster:
                 f"{len(data)} series, {epochs} epochs, {self.info['seconds']:.1f}s")
         return self.info
 
+    @property
+    def input_names(self) -> list[str]:
+        """The `WindowInputs` this model reads (its ONNX graph's inputs): context and scale,
+        then calendar where its frequency has calendar features, covariates where it has any."""
+        return (["context", "scale"] + ["calendar"] * (self.freq.calendar_size > 0)
+                + ["covariates"] * (self.n_covariates > 0))
+
+    def window_inputs(self, data: SeriesSet) -> WindowInputs:
+        """The inputs of one window per series, ending at the series' last value."""
+        if data.freq.unit != self.freq.unit or data.freq.step != self.freq.step:
+            raise ValueError(f"the data is {data.freq.name} but the model was trained on "
+                             f"{self.freq.name} data")
+        if len(data.covariates) != self.n_covariates:
+            raise ValueError(f"the model needs {self.n_covariates} covariates, the data has "
+                             f"{len(data.covariates)}")
+        return WindowInputs.concat([window_inputs(s, self.freq, np.array([len(s)]), self.context,
+                                                  self.horizon) for s in data.series])
+
+    def onnx_inputs(self, data: SeriesSet) -> dict[str, np.ndarray]:
+        """The feeds of this forecaster's ONNX graph (``rnnkit export onnx``) for ``data``.
+
+        float64 arrays keyed by `input_names`: context (N, context), scale (N,) [, calendar
+        (N, context + horizon, 2c)] [, covariates (N, context, k)]; the graph's outputs are then
+        those of `forecast` (mean, sd, lower_80, ..., (N, horizon) each, in series order).
+        """
+        inp = self.window_inputs(data)
+        return {name: getattr(inp, name).astype(np.float64) for name in self.input_names}
+
     def forecast(self, data: SeriesSet) -> list[dict]:
         """Forecast the ``horizon`` values after the end of every series.
 
@@ -444,18 +508,7 @@ class Forecaster:
         """
         if not self.nets:
             raise ValueError("the model is not trained")
-        if data.freq.unit != self.freq.unit or data.freq.step != self.freq.step:
-            raise ValueError(f"the data is {data.freq.name} but the model was trained on "
-                             f"{self.freq.name} data")
-        if len(data.covariates) != self.n_covariates:
-            raise ValueError(f"the model needs {self.n_covariates} covariates, the data has "
-                             f"{len(data.covariates)}")
-        dtype = np.dtype(self.s.dtype)
-        parts = [make_windows(s, self.freq, np.array([len(s)]), self.context, self.horizon, dtype,
-                              with_target=False) for s in data.series]
-        w = Windows(np.concatenate([p.x for p in parts]), np.concatenate([p.extra for p in parts]),
-                    np.concatenate([p.level for p in parts]), np.concatenate([p.scale for p in parts]),
-                    None)
+        w = assemble(self.window_inputs(data), np.dtype(self.s.dtype))
         outs = [_predict_z(net, w) for net in self.nets]
         mean_z, var_z = _ensemble([o[0] for o in outs], [o[1] for o in outs])
         var_z = var_z * self.var_scale
@@ -505,3 +558,9 @@ class Forecaster:
             net.eval()
             fc.nets.append(net)
         return fc, config["data"]
+
+
+def load_model(directory, which: str = "best") -> Forecaster:
+    """The forecaster of a checkpoint, for ``rnnkit export onnx``; a forecasting checkpoint holds
+    one set of parameters (the trained ensemble), so ``which`` (best / latest) changes nothing."""
+    return Forecaster.load(directory)[0]
