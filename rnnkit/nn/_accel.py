@@ -74,6 +74,30 @@ def _build(numba, real):
                 c[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j]
 
     @jit
+    def lstm_cell_hm(gates, c_prev, c_out):
+        # lstm_cell in hidden-major layout: gates (4H, N), states (H, N), a row per hidden unit
+        H, N = c_out.shape
+        for j in range(H):
+            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+            cp, c = c_prev[j], c_out[j]
+            for n in range(N):
+                i[n] = i[n] * half + half
+            for n in range(N):
+                f[n] = f[n] * half + half
+            for n in range(N):
+                o[n] = o[n] * half + half
+            for n in range(N):
+                c[n] = f[n] * cp[n] + i[n] * g[n]
+
+    @jit
+    def lstm_preact(gates, hw, b_ih, b_hh, scale):
+        N, G = gates.shape
+        for n in range(N):
+            a, r = gates[n], hw[n]
+            for j in range(G):
+                a[j] = (((a[j] + r[j]) + b_ih[j]) + b_hh[j]) * scale[j]
+
+    @jit
     def lstm_backward(dm, dc, gates, c_prev, tc, dgates, dc_out):
         N, H = tc.shape
         for n in range(N):
@@ -136,6 +160,20 @@ def _build(numba, real):
         np.multiply(gates[:, 3 * H :], tc_out, out=m_out)
         return m_out
 
+    def lstm_pointwise_hm(gates, c_prev, c_out, tc_out, m_out):
+        """Twin of ``cells.lstm_pointwise_hm`` (hidden-major)."""
+        H = c_out.shape[0]
+        np.tanh(gates, out=gates)
+        lstm_cell_hm(gates, c_prev, c_out)
+        np.tanh(c_out, out=tc_out)
+        np.multiply(gates[3 * H :], tc_out, out=m_out)
+        return m_out
+
+    def lstm_preactivation(gates, hw, b_ih, b_hh, scale):
+        """Twin of ``cells.lstm_preactivation``."""
+        lstm_preact(gates, hw, b_ih, b_hh, scale)
+        return gates
+
     def lstm_pointwise_backward(dm, dc, gates, c_prev, tc, dgates_out, dc_out, tmp):
         """Twin of ``cells.lstm_pointwise_backward`` (tmp unused)."""
         lstm_backward(dm, dc, gates, c_prev, tc, dgates_out, dc_out)
@@ -151,7 +189,8 @@ def _build(numba, real):
         rnn_backward(dh, h, nonlinearity == "relu", da_out)
         return da_out
 
-    return SimpleNamespace(lstm_pointwise=lstm_pointwise,
+    return SimpleNamespace(lstm_pointwise=lstm_pointwise, lstm_pointwise_hm=lstm_pointwise_hm,
+                           lstm_preactivation=lstm_preactivation,
                            lstm_pointwise_backward=lstm_pointwise_backward,
                            gru_pointwise_backward=gru_pointwise_backward,
                            rnn_pointwise_backward=rnn_pointwise_backward)

@@ -65,6 +65,19 @@ def gate_scale(kind: str, H: int, dtype) -> np.ndarray | None:
     return s
 
 
+def prepare_stacked(kind: str, w_ih: np.ndarray, w_hh: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[W_ih  W_hh  b] (gH, I + H + 1), sigmoid rows halved: the one matrix of an inference step
+    a = [W_ih  W_hh  b] [x; h; 1] (the hidden-major layout of ``recurrent._lstm_inference``)."""
+    gH, I = w_ih.shape
+    s = gate_scale(kind, gH // GATES[kind], w_hh.dtype)
+    s = np.ones((gH, 1), w_hh.dtype) if s is None else s[:, None]
+    stacked = np.empty((gH, I + w_hh.shape[1] + 1), w_hh.dtype)
+    np.multiply(w_ih, s, out=stacked[:, :I])
+    np.multiply(w_hh, s, out=stacked[:, I:-1])
+    np.multiply(b[:, None], s, out=stacked[:, -1:])
+    return stacked
+
+
 def prepare_weights(kind: str, w_ih: np.ndarray, w_hh: np.ndarray, b: np.ndarray):
     """(w_ih_t (I, gH), w_hh_t (H, gH), b (gH,)): transposed contiguous copies, sigmoid columns halved.
 
@@ -146,6 +159,22 @@ def lstm_pointwise(gates, c_prev, c_out, tc_out, m_out):
     np.tanh(c_out, out=tc_out)
     np.multiply(o, tc_out, out=m_out)
     return m_out
+
+
+def lstm_pointwise_hm(gates, c_prev, c_out, tc_out, m_out):
+    """``lstm_pointwise`` in hidden-major layout: gates (4H, N), states (H, N), one column a row of
+    the batch.  The same arithmetic on the transposed views (inference keeps this layout)."""
+    return lstm_pointwise(gates.T, c_prev.T, c_out.T, tc_out.T, m_out.T).T
+
+
+def lstm_preactivation(gates, hw, b_ih, b_hh, scale):
+    """A cell step's pre-activation in place: gates = (x W_ih^T + h W_hh^T + b_ih + b_hh) * scale,
+    with gates holding x W_ih^T and hw = h W_hh^T (N, 4H); scale halves the sigmoid columns."""
+    gates += hw
+    gates += b_ih
+    gates += b_hh
+    gates *= scale
+    return gates
 
 
 def lstm_step(xg, h_prev, c_prev, w_hh_t, w_hr_t, gates_out, c_out, tc_out, m_out, h_out,
@@ -422,13 +451,11 @@ class LSTMCell(_Cell):
         # the pre-activation in full, then halved in the sigmoid columns (see the module docstring);
         # a cell is called once per step, so it does not copy its weights as the driver does
         gates = x @ self.params["weight_ih"].T  # (N, 4H)
-        gates += h @ self.params["weight_hh"].T
-        if self.bias:
-            gates += self.params["bias_ih"]
-            gates += self.params["bias_hh"]
-        gates *= _lstm_shift_scale(self.hidden_size, self.dtype)[0]
-        c_new, tc, h_new = (np.empty_like(c) for _ in range(3))
         fast = _accel.kernels(self.dtype)
+        (fast.lstm_preactivation if fast else lstm_preactivation)(
+            gates, h @ self.params["weight_hh"].T, self._b("bias_ih"), self._b("bias_hh"),
+            _lstm_shift_scale(self.hidden_size, self.dtype)[0])
+        c_new, tc, h_new = np.empty((3,) + c.shape, self.dtype)
         (fast.lstm_pointwise if fast else lstm_pointwise)(gates, c, c_new, tc, h_new)
         self._push((x, h, c, gates, tc))
         return h_new, c_new

@@ -103,4 +103,11 @@ def compare_with_torch(layer, N, T, rng, lengths=None, with_state=True, rtol=1e-
     for name, p in twin.named_parameters():
         assert layer.grads[name].dtype == dtype
         assert_close(f"grad {name}", layer.grads[name], t(p.grad), rtol)
+    # inference (no cache) runs its own loops (an LSTM in the hidden-major layout): same numbers
+    with rnnkit.no_grad():
+        y_inf, final_inf = layer.forward(x, state, lengths)
+    assert y_inf.dtype == dtype
+    assert_close("y (no_grad)", y_inf, t(yt), rtol)
+    for k, (ours, ref) in enumerate(zip(final_inf if is_lstm else (final_inf,), ft)):
+        assert_close(f"final state {k} (no_grad)", ours, t(ref), rtol)
     return y, final
