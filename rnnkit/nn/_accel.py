@@ -90,6 +90,28 @@ def _build(numba, real):
                 c[n] = f[n] * cp[n] + i[n] * g[n]
 
     @jit
+    def gru_gates_hm(gi, gh):
+        # finish the sigmoids of r, z (tanh already applied), then n's pre-activation gi_n + r gh_n
+        H = gi.shape[0] // 3
+        N = gi.shape[1]
+        for j in range(H):
+            r, z, n, ghn = gi[j], gi[H + j], gi[2 * H + j], gh[2 * H + j]
+            for k in range(N):
+                r[k] = r[k] * half + half
+            for k in range(N):
+                z[k] = z[k] * half + half
+            for k in range(N):
+                n[k] = n[k] + ghn[k] * r[k]
+
+    @jit
+    def gru_out_hm(gi, h_prev, h_out):
+        H, N = h_out.shape
+        for j in range(H):
+            z, n, hp, h = gi[H + j], gi[2 * H + j], h_prev[j], h_out[j]
+            for k in range(N):
+                h[k] = (hp[k] - n[k]) * z[k] + n[k]
+
+    @jit
     def lstm_preact(gates, hw, b_ih, b_hh, scale):
         N, G = gates.shape
         for n in range(N):
@@ -169,6 +191,17 @@ def _build(numba, real):
         np.multiply(gates[3 * H :], tc_out, out=m_out)
         return m_out
 
+    def gru_pointwise_hm(gi, gh, h_prev, h_out):
+        """Twin of ``cells.gru_pointwise_hm``."""
+        H = h_out.shape[0]
+        rz = gi[: 2 * H]
+        np.add(rz, gh[: 2 * H], out=rz)
+        np.tanh(rz, out=rz)
+        gru_gates_hm(gi, gh)
+        np.tanh(gi[2 * H :], out=gi[2 * H :])
+        gru_out_hm(gi, h_prev, h_out)
+        return h_out
+
     def lstm_preactivation(gates, hw, b_ih, b_hh, scale):
         """Twin of ``cells.lstm_preactivation``."""
         lstm_preact(gates, hw, b_ih, b_hh, scale)
@@ -190,7 +223,7 @@ def _build(numba, real):
         return da_out
 
     return SimpleNamespace(lstm_pointwise=lstm_pointwise, lstm_pointwise_hm=lstm_pointwise_hm,
-                           lstm_preactivation=lstm_preactivation,
+                           lstm_preactivation=lstm_preactivation, gru_pointwise_hm=gru_pointwise_hm,
                            lstm_pointwise_backward=lstm_pointwise_backward,
                            gru_pointwise_backward=gru_pointwise_backward,
                            rnn_pointwise_backward=rnn_pointwise_backward)

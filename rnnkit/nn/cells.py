@@ -65,16 +65,19 @@ def gate_scale(kind: str, H: int, dtype) -> np.ndarray | None:
     return s
 
 
-def prepare_stacked(kind: str, w_ih: np.ndarray, w_hh: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[W_ih  W_hh  b] (gH, I + H + 1), sigmoid rows halved: the one matrix of an inference step
-    a = [W_ih  W_hh  b] [x; h; 1] (the hidden-major layout of ``recurrent._lstm_inference``)."""
-    gH, I = w_ih.shape
-    s = gate_scale(kind, gH // GATES[kind], w_hh.dtype)
-    s = np.ones((gH, 1), w_hh.dtype) if s is None else s[:, None]
-    stacked = np.empty((gH, I + w_hh.shape[1] + 1), w_hh.dtype)
-    np.multiply(w_ih, s, out=stacked[:, :I])
-    np.multiply(w_hh, s, out=stacked[:, I:-1])
-    np.multiply(b[:, None], s, out=stacked[:, -1:])
+def prepare_stacked(kind: str, *blocks: np.ndarray) -> np.ndarray:
+    """The column blocks side by side, (gH, sum of widths), sigmoid rows halved: the matrices of
+    hidden-major inference, e.g. [W_ih  b  W_hh] for a = [W_ih  b  W_hh] [x; 1; h]
+    (``recurrent._infer_direction``).  1-D blocks (biases) are columns."""
+    blocks = [blk[:, None] if blk.ndim == 1 else blk for blk in blocks]
+    gH = blocks[0].shape[0]
+    s = gate_scale(kind, gH // GATES[kind], blocks[0].dtype)
+    s = np.ones((gH, 1), blocks[0].dtype) if s is None else s[:, None]
+    stacked = np.empty((gH, sum(blk.shape[1] for blk in blocks)), blocks[0].dtype)
+    j = 0
+    for blk in blocks:
+        np.multiply(blk, s, out=stacked[:, j : j + blk.shape[1]])
+        j += blk.shape[1]
     return stacked
 
 
@@ -288,6 +291,34 @@ def gru_step(xg, h_prev, w_hh_t, b_hn, gates_out, hn_out, h_out, reset_after=Tru
     np.tanh(n, out=n)
     np.subtract(h_prev, n, out=h_out)
     h_out *= z
+    h_out += n
+    return h_out
+
+
+def gru_pointwise_hm(gi, gh, h_prev, h_out, w_hn=None, rh=None):
+    """GRU gate math in hidden-major layout (gates (3H, N), states (H, N)), after the GEMMs::
+
+        gi = input part [a_r/2; a_z/2; a_n] with every bias that adds before an activation
+        gh = recurrent part [h W_hr^T / 2; h W_hz^T / 2; h W_hn^T + b_hn]
+        r, z = sigma(gi_rz + gh_rz)     n = tanh(gi_n + r * gh_n)     h = (h_prev - n) * z + n
+
+    With ``w_hn`` (Keras's reset_after=False form) gh holds only the r, z rows' part and
+    n = tanh(gi_n + (r * h_prev) W_hn^T), with rh (H, N) as scratch for r * h_prev.
+    Activates r, z, n in gi (gh is scratch afterwards); writes h into h_out (H, N)."""
+    H = h_out.shape[0]
+    rz, n, gh_n = gi[: 2 * H], gi[2 * H :], gh[2 * H :]
+    rz += gh[: 2 * H]
+    np.tanh(rz, out=rz)  # sigma(a) = tanh(a/2) / 2 + 1/2, the halving is in the weights
+    rz *= 0.5
+    rz += 0.5
+    if w_hn is None:
+        gh_n *= gi[:H]
+    else:
+        np.matmul(w_hn, np.multiply(gi[:H], h_prev, out=rh), out=gh_n)
+    n += gh_n
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h_out)
+    h_out *= gi[H : 2 * H]
     h_out += n
     return h_out
 

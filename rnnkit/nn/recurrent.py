@@ -78,49 +78,80 @@ def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, keep_cache=True, fas
     return y, h, c, (cache if keep_cache else None)
 
 
-def _lstm_inference(X, h0, c0, w, lengths=None, fast=None):
-    """Run one LSTM direction for inference in hidden-major layout: time x features x batch.
+def _infer_direction(kind, X, h0, c0, w, lengths=None, nonlinearity="tanh", reverse=False,
+                     fast=None):
+    """Run one direction of one layer for inference, in hidden-major layout (time x features x
+    batch), the layout OpenBLAS runs fastest for a step's product: (gH, K) @ (K, N) is about 20%
+    faster than (N, K) @ (K, gH) at N = 64, H = 256.  Training keeps the batch-major layout its
+    backward pass needs.
 
-    X (T, I, N) input; h0 (N, P), c0 (N, H); lengths (N,) sorted longest first, or None.
-    One GEMM per step does the input projection, the recurrence and the bias at once::
+    X (T, I, N) input; h0 (N, P), c0 (N, H) (LSTM) or None; lengths (N,) sorted longest first, or
+    None.  One buffer holds every step's operand XH[t] = [x_t; 1; h_{t-1}], and each step writes
+    its h straight into the next step's block, so the loop copies nothing.  An RNN or LSTM step
+    is one GEMM for the input projection, the recurrence and the bias at once::
 
-        a_t = [W_ih  W_hh  b] [x_t; h_{t-1}; 1]       (4H, K) @ (K, N),  K = I + P + 1
+        a_t = [W_ih  b  W_hh] [x_t; 1; h_{t-1}]        (gH, K) @ (K, N),  K = I + 1 + P
 
-    (sigmoid rows halved, ``cells.prepare_stacked``).  The operand [x_t; h_{t-1}; 1] of every step
-    is one contiguous block of a buffer and each step writes its h straight into the next step's
-    block, so the loop copies nothing.  This layout is what OpenBLAS runs fastest for the
-    recurrent product (about 20% faster than (N, K) @ (K, 4H) at N = 64, H = 256) and it saves the
-    separate input GEMM's pass over memory; training keeps the batch-major layout its backward
-    pass needs.  With lengths sorted longest first, the sequences still running at step t are the
-    first ``n_t`` columns, so a step computes only those (as torch's packed sequences do): c is
-    updated in place and freezes by itself, and the outputs of finished sequences are set to 0.
-    Returns (outputs (T, P, N), h_T (N, P), c_T (N, H)).
+    (sigmoid rows halved, ``cells.prepare_stacked``); a GRU step is two, the input part
+    [W_ih  b] [x_t; 1] and the recurrent part [b_hn  W_hh] [1; h_{t-1}], since its reset gate
+    multiplies only the latter.  With lengths sorted longest first, the sequences still running
+    at step t are the first ``n_t`` columns, so a step computes only those, as torch's packed
+    sequences do; the outputs of finished sequences are set to 0 and their state is the output at
+    their last step.  ``reverse`` runs from each sequence's last valid step back to its first: the
+    buffer takes x in reversed time, where the running sequences are again the first columns
+    (those long enough to have started), and a sequence not yet started keeps h0 in its slot;
+    its outputs there are left as they are (the caller zeroes padded steps once, at the end).
+    Returns (outputs (T, P, N) in time order, h_T (N, P), c_T (N, H) or None).
     """
     T, I, N = X.shape
-    P, Hc = h0.shape[1], c0.shape[1]
-    W = w["stacked"]  # (4H, K)
-    XH = np.empty((T + 1, I + P + 1, N), X.dtype)  # XH[t] = [x_t; h_{t-1}; 1]
-    XH[:T, :I] = X
-    XH[0, I : I + P] = h0.T
-    XH[:, I + P] = 1
-    Y = XH[:, I : I + P]  # Y[t + 1] is h_t
-    G = np.empty((4 * Hc, N), X.dtype)
-    C = np.ascontiguousarray(c0.T)  # (H, N), updated in place
-    TC = np.empty((Hc, N), X.dtype)
-    M = np.empty((Hc, N), X.dtype) if w["hr"] is not None else None
-    pointwise = fast.lstm_pointwise_hm if fast else cells.lstm_pointwise_hm
+    P = h0.shape[1]
+    dtype = X.dtype
+    XH = np.empty((T + 1, I + 1 + P, N), dtype)  # XH[t] = [x_t; 1; h_{t-1}]
+    XH[:T, :I] = X[::-1] if reverse else X
+    XH[:, I] = 1
+    XH[0, I + 1 :] = h0.T
+    Y = XH[:, I + 1 :]  # Y[t + 1] is h_t
+    gH = w["hh"].shape[0]
+    G = np.empty((gH, N), dtype)
+    if kind == "lstm":
+        Hc = c0.shape[1]
+        C = np.ascontiguousarray(c0.T)  # (H, N), updated in place: it freezes by itself
+        TC = np.empty((Hc, N), dtype)
+        M = np.empty((Hc, N), dtype) if w["hr"] is not None else None
+        pointwise = fast.lstm_pointwise_hm if fast else cells.lstm_pointwise_hm
+    elif kind == "gru":
+        GH = np.empty((gH, N), dtype)
+        RH = None if w["reset_after"] else np.empty((P, N), dtype)
+        pointwise = fast.gru_pointwise_hm if fast and w["reset_after"] else cells.gru_pointwise_hm
     running = [N] * T if lengths is None else np.searchsorted(-lengths, -np.arange(T), "left")
+    if reverse:
+        running = running[::-1]
     for t in range(T):
         n = int(running[t])  # sequences with length > t
-        h = Y[t + 1, :, :n]
-        np.matmul(W, XH[t, :, :n], out=G[:, :n])
-        pointwise(G[:, :n], C[:, :n], C[:, :n], TC[:, :n], h if M is None else M[:, :n])
-        if M is not None:
-            np.matmul(w["hr"], M[:, :n], out=h)  # h = W_hr m   (P, H) @ (H, n)
-        if n < N:
-            Y[t + 1, :, n:] = 0  # finished sequences output 0 (their state stays at Y[length])
-    h_T = Y[T].T.copy() if lengths is None else Y[lengths, :, np.arange(N)]
-    return Y[1:], h_T, C.T.copy()
+        h, g = Y[t + 1, :, :n], G[:, :n]
+        if kind == "rnn":
+            np.matmul(w["stacked"], XH[t, :, :n], out=h)
+            if nonlinearity == "tanh":
+                np.tanh(h, out=h)
+            else:
+                np.maximum(h, 0, out=h)
+        elif kind == "lstm":
+            np.matmul(w["stacked"], XH[t, :, :n], out=g)
+            pointwise(g, C[:, :n], C[:, :n], TC[:, :n], h if M is None else M[:, :n])
+            if M is not None:
+                np.matmul(w["hr"], M[:, :n], out=h)  # h = W_hr m   (P, H) @ (H, n)
+        else:  # gru: [W_ih  b] [x_t; 1] and [b_hn  W_hh] [1; h_{t-1}] (or W_hh's r, z rows alone)
+            np.matmul(w["in"], XH[t, : I + 1, :n], out=g)
+            if RH is None:
+                np.matmul(w["rec"], XH[t, I:, :n], out=GH[:, :n])
+                pointwise(g, GH[:, :n], Y[t, :, :n], h)
+            else:
+                np.matmul(w["rec"], Y[t, :, :n], out=GH[: 2 * P, :n])
+                pointwise(g, GH[:, :n], Y[t, :, :n], h, w["hn"], RH[:, :n])
+        if n < N:  # finished: output 0, the state stays at Y[length]; not started: h0
+            Y[t + 1, :, n:] = h0[n:].T if reverse else 0
+    h_T = Y[T].T.copy() if lengths is None or reverse else Y[lengths, :, np.arange(N)]
+    return (Y[:0:-1] if reverse else Y[1:]), h_T, (C.T.copy() if kind == "lstm" else None)
 
 
 def _backward_direction(cache, dy, dh, dc, grads, fast=None):
@@ -220,12 +251,11 @@ def _reverse_index(lengths, T, N):
     return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
-def _flip(a, rev, batch_axis=1):
-    """a (T, N, F) (or (T, F, N) with batch_axis=2) with each sequence reversed in time: a view
-    when all have length T, else a gather."""
+def _flip(a, rev):
+    """a (T, N, F) with each sequence reversed in time: a view when all have length T, else a gather."""
     if rev is None:
         return a[::-1]
-    return np.take_along_axis(a, rev[:, :, None] if batch_axis == 1 else rev[:, None, :], axis=0)
+    return a[rev, np.arange(a.shape[1])[None, :]]
 
 
 def _weights(kind, params, layer, sfx, has_bias, proj, reset_after=True, stacked=False):
@@ -243,8 +273,16 @@ def _weights(kind, params, layer, sfx, has_bias, proj, reset_after=True, stacked
     # GRU: so do b_hh's r and z blocks; with reset_after its n-block sits inside r * (.), so it
     # stays in the step.
     b_in = cells.gru_input_bias(b_ih, b_hh, reset_after) if kind == "gru" else b_ih + b_hh
-    if stacked:
-        w["stacked"] = cells.prepare_stacked(kind, w["ih"], w["hh"], b_in)
+    if stacked and kind != "gru":
+        w["stacked"] = cells.prepare_stacked(kind, w["ih"], b_in, w["hh"])
+    elif stacked:
+        H = gH // 3
+        w["in"] = cells.prepare_stacked(kind, w["ih"], b_in)
+        if reset_after:
+            w["rec"] = cells.prepare_stacked(kind, np.concatenate([zero[: 2 * H], b_hh[2 * H :]]),
+                                             w["hh"])
+        else:
+            w["rec"], w["hn"] = w["hh"][: 2 * H] * 0.5, w["hh"][2 * H :]
     else:
         w["ih_t"], w["hh_t"], w["b_in"] = cells.prepare_weights(kind, w["ih"], w["hh"], b_in)
     w["hr_t"] = np.ascontiguousarray(w["hr"].T) if proj else None
@@ -272,9 +310,9 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
     mask = None if lengths is None else (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
     rev = None if lengths is None else _reverse_index(lengths, T, N)
     fast = _accel.kernels(dtype)
-    if kind == "lstm" and not keep_cache and not (dropout > 0 and training and num_layers > 1):
-        y, final = _lstm_stack_inference(x, params, num_layers, D, h0_all, c0_all, lengths, bias,
-                                         proj_size > 0, fast)
+    if not keep_cache and not (dropout > 0 and training and num_layers > 1):
+        y, final = _stack_inference(kind, x, params, num_layers, D, h0_all, c0_all, lengths, bias,
+                                    proj_size > 0, reset_after, nonlinearity, fast)
         return y, final, None
     X = np.ascontiguousarray(x.transpose(1, 0, 2))  # (T, N, I) time-major for the loop
     hn, cn, layer_caches = [], [], []
@@ -320,39 +358,44 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
     return y, final, (cache if keep_cache else None)
 
 
-def _lstm_stack_inference(x, params, num_layers, D, h0_all, c0_all, lengths, bias, proj, fast):
-    """``recurrent_forward`` of an LSTM without a cache, layer after layer in the hidden-major
-    layout of ``_lstm_inference`` (time x features x batch): each layer's outputs are the next
-    layer's inputs as they are, and the only transposes are of x and of the final y.  With
-    lengths, the batch runs sorted longest first and is put back in order at the end."""
+def _stack_inference(kind, x, params, num_layers, D, h0_all, c0_all, lengths, bias, proj,
+                     reset_after, nonlinearity, fast):
+    """``recurrent_forward`` without a cache, layer after layer in the hidden-major layout of
+    ``_infer_direction`` (time x features x batch): each layer's outputs are the next layer's
+    inputs as they are, and the only transposes are of x and of the final y.  With lengths, the
+    batch runs sorted longest first and is put back in order at the end."""
     N, T, _ = x.shape
-    order = rev = None
+    order = None
     if lengths is not None:
         order = np.argsort(-lengths, kind="stable")
         x, lengths = x[order], lengths[order]
         h0_all = None if h0_all is None else h0_all[:, order]
         c0_all = None if c0_all is None else c0_all[:, order]
-        rev = _reverse_index(lengths, T, N)
-    X = x.transpose(1, 2, 0)  # (T, I, N), a view: _lstm_inference copies it into its buffer
+    X = x.transpose(1, 2, 0)  # (T, I, N), a view: _infer_direction copies it into its buffer
     hn, cn = [], []
     for layer in range(num_layers):
         outs = []
         for d in range(D):
-            w = _weights("lstm", params, layer, "_reverse" if d else "", bias, proj, stacked=True)
+            w = _weights(kind, params, layer, "_reverse" if d else "", bias, proj, reset_after,
+                         stacked=True)
             k = layer * D + d
-            P, Hc = w["hh"].shape[1], w["hh"].shape[0] // 4
+            P = w["hh"].shape[1]
             h0 = h0_all[k] if h0_all is not None else np.zeros((N, P), x.dtype)
-            c0 = c0_all[k] if c0_all is not None else np.zeros((N, Hc), x.dtype)
-            Y, h, c = _lstm_inference(_flip(X, rev, 2) if d else X, h0, c0, w, lengths, fast)
-            outs.append(_flip(Y, rev, 2) if d else Y)
+            c0 = None
+            if kind == "lstm":
+                c0 = c0_all[k] if c0_all is not None else np.zeros((N, w["hh"].shape[0] // 4),
+                                                                   x.dtype)
+            Y, h, c = _infer_direction(kind, X, h0, c0, w, lengths, nonlinearity, d == 1, fast)
+            outs.append(Y)
             hn.append(h)
             cn.append(c)
         X = outs[0] if D == 1 else np.concatenate(outs, axis=1)  # (T, D*P, N)
-    y, h_n, c_n = X.transpose(2, 0, 1), np.stack(hn), np.stack(cn)  # y (N, T, D*P)
-    if order is not None:
-        back = np.argsort(order)
-        return y[back], (h_n[:, back], c_n[:, back])
-    return np.ascontiguousarray(y), (h_n, c_n)
+    y, h_n = np.ascontiguousarray(X.transpose(2, 0, 1)), np.stack(hn)  # y (N, T, D*P)
+    back = slice(None) if order is None else np.argsort(order)
+    if order is not None:  # back in the caller's order, 0 at padded steps (a reverse pass leaves h0)
+        y = y[back]
+        y *= (np.arange(T)[None, :] < lengths[back][:, None])[:, :, None]
+    return y, ((h_n[:, back], np.stack(cn)[:, back]) if kind == "lstm" else h_n[:, back])
 
 
 def recurrent_backward(dy, dstate, cache, grads: dict):

@@ -103,7 +103,7 @@ def compare_with_torch(layer, N, T, rng, lengths=None, with_state=True, rtol=1e-
     for name, p in twin.named_parameters():
         assert layer.grads[name].dtype == dtype
         assert_close(f"grad {name}", layer.grads[name], t(p.grad), rtol)
-    # inference (no cache) runs its own loops (an LSTM in the hidden-major layout): same numbers
+    # inference (no cache) runs its own loops, in the hidden-major layout: same numbers
     with rnnkit.no_grad():
         y_inf, final_inf = layer.forward(x, state, lengths)
     assert y_inf.dtype == dtype

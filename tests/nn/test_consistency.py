@@ -115,7 +115,7 @@ def test_no_grad_keeps_no_cache_and_gives_the_same_output(kind):
     y, final = layer.forward(x, lengths=lengths)
     with rnnkit.no_grad():
         y2, final2 = layer.forward(x, lengths=lengths)
-    # the LSTM infers in a hidden-major layout (other GEMM blocking): equal up to rounding
+    # inference runs in a hidden-major layout (other GEMM blocking): equal up to rounding
     np.testing.assert_allclose(y2, y, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(np.concatenate(final2) if kind == "lstm" else final2,
                                np.concatenate(final) if kind == "lstm" else final,
