@@ -123,24 +123,32 @@ def _infer_direction(kind, X, h0, c0, w, lengths=None, nonlinearity="tanh", reve
         GH = np.empty((gH, N), dtype)
         RH = None if w["reset_after"] else np.empty((P, N), dtype)
         pointwise = fast.gru_pointwise_hm if fast and w["reset_after"] else cells.gru_pointwise_hm
-    running = [N] * T if lengths is None else np.searchsorted(-lengths, -np.arange(T), "left")
+    running = [N] * T
+    if lengths is not None:
+        running = np.searchsorted(-lengths, -np.arange(T), "left").tolist()  # lengths > t
     if reverse:
         running = running[::-1]
     for t in range(T):
-        n = int(running[t])  # sequences with length > t
-        h, g = Y[t + 1, :, :n], G[:, :n]
+        n = running[t]  # the sequences still running are the first n columns
         if kind == "rnn":
+            h = Y[t + 1, :, :n]
             np.matmul(w["stacked"], XH[t, :, :n], out=h)
             if nonlinearity == "tanh":
                 np.tanh(h, out=h)
             else:
                 np.maximum(h, 0, out=h)
         elif kind == "lstm":
-            np.matmul(w["stacked"], XH[t, :, :n], out=g)
-            pointwise(g, C[:, :n], C[:, :n], TC[:, :n], h if M is None else M[:, :n])
-            if M is not None:
-                np.matmul(w["hr"], M[:, :n], out=h)  # h = W_hr m   (P, H) @ (H, n)
+            if n == N:  # the whole batch (no slicing: at N = 1 the views cost ~10% of a step)
+                g, c, tc, m, h = G, C, TC, M, Y[t + 1]
+            else:
+                g, c, tc, h = G[:, :n], C[:, :n], TC[:, :n], Y[t + 1, :, :n]
+                m = None if M is None else M[:, :n]
+            np.matmul(w["stacked"], XH[t] if n == N else XH[t, :, :n], out=g)
+            pointwise(g, c, c, tc, h if m is None else m)
+            if m is not None:
+                np.matmul(w["hr"], m, out=h)  # h = W_hr m   (P, H) @ (H, n)
         else:  # gru: [W_ih  b] [x_t; 1] and [b_hn  W_hh] [1; h_{t-1}] (or W_hh's r, z rows alone)
+            h, g = Y[t + 1, :, :n], G[:, :n]
             np.matmul(w["in"], XH[t, : I + 1, :n], out=g)
             if RH is None:
                 np.matmul(w["rec"], XH[t, I:, :n], out=GH[:, :n])
