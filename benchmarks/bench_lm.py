@@ -11,10 +11,13 @@ loss, backward, clip_grad_norm_, Adam step, zero_grad, state detached).
 
 The two sides alternate in blocks of a few steps (rnnkit, torch, rnnkit, ...) after a warm-up; the
 medians of the per-step times give characters per second (batch * seq / step time) and the ratio.
+Then generation: the same models in eval mode, one character per call with the state carried
+(``rnnkit lm sample``'s loop, greedy), alternating rounds, time per character.
 
     python benchmarks/bench_lm.py                   # 2 threads, float32
     python benchmarks/bench_lm.py --threads 1 --rounds 5 --steps 3
     python benchmarks/bench_lm.py --cell gru
+    python benchmarks/bench_lm.py --generate 0      # training only (default also times generation)
 
 A standalone script: never collected by pytest.
 """
@@ -38,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
     p.add_argument("--steps", type=int, default=4, help="training steps per side per round (default 4)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (default 3)")
+    p.add_argument("--generate", type=int, default=200, metavar="CHARS",
+                   help="also time generation: CHARS one-character steps per round, state carried, "
+                        "in eval mode without gradients, as `rnnkit lm sample` runs (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -57,7 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig  # noqa: E402
 from rnnkit.data.text import StreamBatcher, Vocab, default_corpus_path, read_text  # noqa: E402
 from rnnkit.nn import CrossEntropyLoss  # noqa: E402
-from rnnkit.nn import _accel  # noqa: E402
+from rnnkit.nn import _accel, no_grad  # noqa: E402
 from rnnkit.nn.optim import Adam, clip_grad_norm  # noqa: E402
 
 
@@ -71,6 +77,16 @@ class RnnkitLM:
                                    np.random.default_rng([args.seed, 1]))
         self.loss_fn, self.opt = CrossEntropyLoss(), Adam(lr=3e-3)
         self.batcher, self.k, self.state = batcher, 0, None
+
+    def generate(self, chars: int) -> None:
+        """``chars`` steps of one character (N = 1, T = 1), feeding back the argmax."""
+        model, state, token = self.model, None, np.zeros((1, 1), np.int64)
+        model.eval()
+        with no_grad():
+            for _ in range(chars):
+                logits, state = model.forward(token, state)
+                token = logits[:, -1:].argmax(axis=-1)
+        model.train()
 
     def step(self) -> float:
         model = self.model
@@ -114,6 +130,16 @@ class TorchLM:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=3e-3)
         self.loss_fn = nn.CrossEntropyLoss()
         self.batcher, self.k, self.state = batcher, 0, None
+
+    def generate(self, chars: int) -> None:
+        torch, model, state = self.torch, self.model, None
+        token = torch.zeros((1, 1), dtype=torch.int64)
+        model.eval()
+        with torch.inference_mode():
+            for _ in range(chars):
+                logits, state = model(token, state)
+                token = logits[:, -1:].argmax(dim=-1)
+        model.train()
 
     def step(self) -> float:
         torch = self.torch
@@ -170,6 +196,22 @@ def main(args) -> int:
     print(f"{'torch':8s} {b * 1e3:9.1f} {chars / b:9.0f}")
     print(f"time ratio rnnkit / torch = {a / b:.2f} (< 1: rnnkit is faster); "
           f"medians of {args.rounds} rounds x {args.steps} steps")
+    if args.generate > 0:
+        t_gen = ([], [])
+        for side in (ours, theirs):
+            side.generate(args.generate // 10 + 1)  # warm-up
+        for _ in range(args.rounds):
+            for side, times in zip((ours, theirs), t_gen):
+                t0 = time.perf_counter()
+                side.generate(args.generate)
+                times.append((time.perf_counter() - t0) / args.generate)
+        a, b = statistics.median(t_gen[0]), statistics.median(t_gen[1])
+        print()
+        print(f"generation, one character per call (N = 1, T = 1), {args.generate} per round:")
+        print(f"{'':8s} {'us/char':>9s} {'chars/s':>9s}")
+        print(f"{'rnnkit':8s} {a * 1e6:9.1f} {1 / a:9.0f}")
+        print(f"{'torch':8s} {b * 1e6:9.1f} {1 / b:9.0f}")
+        print(f"time ratio rnnkit / torch = {a / b:.2f}; medians of {args.rounds} rounds")
     if not all(math.isfinite(v) for v in losses[0] + losses[1]):
         print("a loss was not finite", file=sys.stderr)
         return 1
