@@ -205,7 +205,7 @@ def _backward_direction(cache, dy, dh, dc, grads, fast=None):
             if mask is not None:
                 np.copyto(dc, dc_new, where=mask[t])
         if M is not None:  # h = M W_hr^T:  dW_hr = sum_t dh_t^T M_t, one GEMM
-            cells.outer_sum_(grads["hr"], dHP.reshape(T * N, P), M.reshape(T * N, -1))
+            cells.outer_sum_(grads["hr"], dHP.reshape(T * N, P), M.reshape(T * N, M.shape[-1]))
         dgh = dG
     else:  # gru
         G, HN = cache["G"], cache["HN"]
@@ -236,7 +236,8 @@ def _sum_prev(out, dg, h0, H_all):
     T, N, P = H_all.shape
     cells.outer_sum_(out, dg[0], h0)
     if T > 1:
-        cells.outer_sum_(out, dg[1:].reshape((T - 1) * N, -1), H_all[:-1].reshape((T - 1) * N, P))
+        cells.outer_sum_(out, dg[1:].reshape((T - 1) * N, dg.shape[-1]),
+                         H_all[:-1].reshape((T - 1) * N, P))
     return out
 
 
@@ -337,7 +338,7 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
             c0 = None
             if kind == "lstm":
                 c0 = c0_all[k] if c0_all is not None else np.zeros((N, Hc), dtype)
-            xg = (X.reshape(T * N, I) @ w["ih_t"]).reshape(T, N, -1)  # (T, N, gH)
+            xg = (X.reshape(T * N, I) @ w["ih_t"]).reshape(T, N, w["ih_t"].shape[1])
             xg += w["b_in"]
             if d:
                 xg = _flip(xg, rev)  # each sequence reversed within its valid part

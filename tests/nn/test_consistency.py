@@ -200,3 +200,40 @@ def test_gru_reset_before_follows_its_equations():
     torch_form = make_layer("gru", 3, 4, 1, False, np.float64, rng)
     torch_form.load_state_dict(layer.state_dict())
     assert np.abs(torch_form.forward(x, h0)[0] - y).max() > 1e-3  # the two forms really differ
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_empty_batch_and_zero_length_sequences(kind, grad):
+    """N = 0 runs; a sequence of length 0 outputs zeros, keeps its initial state, and passes the
+    state's gradient straight back (training and inference drivers alike)."""
+    rng = np.random.default_rng(8)
+    layer = make_layer(kind, 3, 4, 2, True, np.float64, rng)
+    run = (lambda f: f()) if grad else (lambda f: _no_grad_call(f))  # noqa: E731
+    y, _ = run(lambda: layer.forward(np.zeros((0, 5, 3))))
+    assert y.shape == (0, 5, 8)
+    if grad:
+        dx, _ = layer.backward(y)
+        assert dx.shape == (0, 5, 3)
+    x = rng.standard_normal((3, 5, 3))
+    h0 = rng.standard_normal((4, 3, 4))
+    state = (h0, rng.standard_normal((4, 3, 4))) if kind == "lstm" else h0
+    lengths = np.array([0, 5, 0])
+    layer.zero_grad()
+    y, final = run(lambda: layer.forward(x, state, lengths=lengths))
+    np.testing.assert_array_equal(y[[0, 2]], 0)
+    assert np.abs(y[1]).min() > 0
+    for got, want in zip(final if kind == "lstm" else (final,), state if kind == "lstm" else (state,)):
+        np.testing.assert_array_equal(got[:, [0, 2]], want[:, [0, 2]])
+    if grad:
+        dstate = tuple(s * 0.5 for s in state) if kind == "lstm" else state * 0.5
+        dx, dstate0 = layer.backward(np.ones_like(y), dstate)
+        np.testing.assert_array_equal(dx[[0, 2]], 0)
+        for got, want in zip(dstate0 if kind == "lstm" else (dstate0,),
+                             dstate if kind == "lstm" else (dstate,)):
+            np.testing.assert_array_equal(got[:, [0, 2]], want[:, [0, 2]])
+
+
+def _no_grad_call(f):
+    with rnnkit.no_grad():
+        return f()
