@@ -26,12 +26,11 @@ GATES = cells.GATES
 # ------------------------------------------------------------------------------------------
 # One direction of one layer over a whole sequence
 # ------------------------------------------------------------------------------------------
-def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, keep_cache=True, fast=None):
-    """Run one cell over xg (T, N, gH).  mask: (T, N, 1) bool or None.
+def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, fast=None):
+    """Run one cell over xg (T, N, gH) for training.  mask: (T, N, 1) bool or None.
 
-    keep_cache=False (inference) keeps only the outputs: the per-step gate buffers are reused.
     fast: the compiled kernels of ``_accel`` or None for the NumPy reference.
-    Returns (outputs (T, N, P) with zeros at padded steps, h_T, c_T, cache).
+    Returns (outputs (T, N, P) with zeros at padded steps, h_T, c_T, cache for backward).
     """
     T, N, _ = xg.shape
     P = h0.shape[-1]
@@ -39,7 +38,6 @@ def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, keep_cache=True, fas
     H_all = np.empty((T, N, P), dtype)  # the state after each step (frozen at padded steps)
     cache = {"kind": kind, "mask": mask, "h0": h0, "H": H_all, "w": w, "act": nonlinearity}
     pad = None if mask is None else ~mask  # where the state stays frozen
-    slot = (lambda t: t) if keep_cache else (lambda t: 0)  # noqa: E731
     h, c = h0, c0
     if kind == "rnn":
         for t in range(T):
@@ -49,33 +47,29 @@ def _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, keep_cache=True, fas
             h = H_all[t]
     elif kind == "lstm":
         Hc = c0.shape[-1]
-        S = T if keep_cache else 1
-        G = cache["G"] = np.empty((S, N, 4 * Hc), dtype)
-        C = cache["C"] = np.empty((T if keep_cache else 2, N, Hc), dtype)
-        TC = cache["TC"] = np.empty((S, N, Hc), dtype)
-        M = cache["M"] = np.empty((S, N, Hc), dtype) if w["hr"] is not None else None
+        G = cache["G"] = np.empty((T, N, 4 * Hc), dtype)
+        C = cache["C"] = np.empty((T, N, Hc), dtype)
+        TC = cache["TC"] = np.empty((T, N, Hc), dtype)
+        M = cache["M"] = np.empty((T, N, Hc), dtype) if w["hr"] is not None else None
         cache["c0"] = c0
         pointwise = fast.lstm_pointwise if fast else cells.lstm_pointwise
         for t in range(T):
-            s, sc = slot(t), (t if keep_cache else t % 2)
-            cells.lstm_step(xg[t], h, c, w["hh_t"], w["hr_t"], G[s], C[sc], TC[s],
-                            H_all[t] if M is None else M[s], H_all[t], pointwise)
+            cells.lstm_step(xg[t], h, c, w["hh_t"], w["hr_t"], G[t], C[t], TC[t],
+                            H_all[t] if M is None else M[t], H_all[t], pointwise)
             if mask is not None:
                 np.copyto(H_all[t], h, where=pad[t])
-                np.copyto(C[sc], c, where=pad[t])
-            h, c = H_all[t], C[sc]
+                np.copyto(C[t], c, where=pad[t])
+            h, c = H_all[t], C[t]
     else:  # gru
-        S = T if keep_cache else 1
-        G = cache["G"] = np.empty((S, N, 3 * P), dtype)
-        HN = cache["HN"] = np.empty((S, N, P), dtype)
+        G = cache["G"] = np.empty((T, N, 3 * P), dtype)
+        HN = cache["HN"] = np.empty((T, N, P), dtype)
         for t in range(T):
-            s = slot(t)
-            cells.gru_step(xg[t], h, w["hh_t"], w["b_hn"], G[s], HN[s], H_all[t], w["reset_after"])
+            cells.gru_step(xg[t], h, w["hh_t"], w["b_hn"], G[t], HN[t], H_all[t], w["reset_after"])
             if mask is not None:
                 np.copyto(H_all[t], h, where=pad[t])
             h = H_all[t]
     y = H_all if mask is None else H_all * mask
-    return y, h, c, (cache if keep_cache else None)
+    return y, h, c, cache
 
 
 def _infer_direction(kind, X, h0, c0, w, lengths=None, nonlinearity="tanh", reverse=False,
@@ -309,20 +303,22 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
 
     x: (N, T, I); state: h or (h, c), each (L*D, N, H) or None; lengths: (N,) int or None.
     reset_after (GRU only): False selects Keras's form n = tanh(xg_n + (r * h) W_hn^T + b_hn).
-    keep_cache=False (inference): store nothing for backward; the cache returned is None.
+    keep_cache=False (inference): store nothing for backward (the hidden-major driver); the cache
+    returned is None.
     Returns (y (N, T, D*P), final state like ``state``, cache).
     """
     N, T, _ = x.shape
     D = 2 if bidirectional else 1
     dtype = x.dtype
     h0_all, c0_all = (state if kind == "lstm" else (state, None)) if state is not None else (None, None)
+    fast = _accel.kernels(dtype)
+    drop = dropout if training else 0.0
+    if not keep_cache:
+        y, final = _stack_inference(kind, x, params, num_layers, D, h0_all, c0_all, lengths, bias,
+                                    proj_size > 0, reset_after, nonlinearity, drop, rng, fast)
+        return y, final, None
     mask = None if lengths is None else (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
     rev = None if lengths is None else _reverse_index(lengths, T, N)
-    fast = _accel.kernels(dtype)
-    if not keep_cache and not (dropout > 0 and training and num_layers > 1):
-        y, final = _stack_inference(kind, x, params, num_layers, D, h0_all, c0_all, lengths, bias,
-                                    proj_size > 0, reset_after, nonlinearity, fast)
-        return y, final, None
     X = np.ascontiguousarray(x.transpose(1, 0, 2))  # (T, N, I) time-major for the loop
     hn, cn, layer_caches = [], [], []
     for layer in range(num_layers):
@@ -342,8 +338,7 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
             xg += w["b_in"]
             if d:
                 xg = _flip(xg, rev)  # each sequence reversed within its valid part
-            y, h, c, cache = _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, keep_cache,
-                                            fast)
+            y, h, c, cache = _run_direction(kind, xg, h0, c0, w, mask, nonlinearity, fast)
             if d:
                 y = _flip(y, rev)
             outs.append(y)
@@ -351,24 +346,29 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
             cn.append(c)
             dir_caches.append(cache)
         Y = outs[0] if D == 1 else np.concatenate(outs, axis=-1)  # (T, N, D*P)
-        drop_mask = None
-        if dropout > 0 and training and layer < num_layers - 1:
-            keep = rng.random(Y.shape) >= dropout
-            drop_mask = keep.astype(dtype) / dtype.type(1 - dropout)
+        drop_mask = _dropout_mask(Y.shape, drop, rng, dtype) if layer < num_layers - 1 else None
+        if drop_mask is not None:
             Y = Y * drop_mask
-        if keep_cache:
-            layer_caches.append((X, dir_caches, drop_mask))
+        layer_caches.append((X, dir_caches, drop_mask))
         X = Y
     y = np.ascontiguousarray(X.transpose(1, 0, 2))  # (N, T, D*P)
     h_n = np.stack(hn)
     final = (h_n, np.stack(cn)) if kind == "lstm" else h_n
     cache = {"kind": kind, "layers": layer_caches, "D": D, "rev": rev,
              "bias": bias, "proj": proj_size > 0, "params": params}
-    return y, final, (cache if keep_cache else None)
+    return y, final, cache
+
+
+def _dropout_mask(shape, p, rng, dtype):
+    """Inverted dropout between layers: keep with probability 1 - p, scaled by 1 / (1 - p); None
+    when p = 0."""
+    if p <= 0:
+        return None
+    return (rng.random(shape) >= p).astype(dtype) / dtype.type(1 - p)
 
 
 def _stack_inference(kind, x, params, num_layers, D, h0_all, c0_all, lengths, bias, proj,
-                     reset_after, nonlinearity, fast):
+                     reset_after, nonlinearity, dropout, rng, fast):
     """``recurrent_forward`` without a cache, layer after layer in the hidden-major layout of
     ``_infer_direction`` (time x features x batch): each layer's outputs are the next layer's
     inputs as they are, and the only transposes are of x and of the final y.  With lengths, the
@@ -399,6 +399,9 @@ def _stack_inference(kind, x, params, num_layers, D, h0_all, c0_all, lengths, bi
             hn.append(h)
             cn.append(c)
         X = outs[0] if D == 1 else np.concatenate(outs, axis=1)  # (T, D*P, N)
+        drop_mask = _dropout_mask(X.shape, dropout, rng, x.dtype) if layer < num_layers - 1 else None
+        if drop_mask is not None:  # in training mode without gradients (no_grad)
+            X = X * drop_mask
     y, h_n = np.ascontiguousarray(X.transpose(2, 0, 1)), np.stack(hn)  # y (N, T, D*P)
     back = slice(None) if order is None else np.argsort(order)
     if order is not None:  # back in the caller's order, 0 at padded steps (a reverse pass leaves h0)

@@ -237,3 +237,37 @@ def test_empty_batch_and_zero_length_sequences(kind, grad):
 def _no_grad_call(f):
     with rnnkit.no_grad():
         return f()
+
+
+class _ConstantRng:
+    """Stands in for the layer's generator: every dropout draw is ``value``."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def random(self, shape):
+        return np.full(shape, self.value)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_dropout_between_layers_scales_and_drops(kind, grad):
+    """Draws above p keep every input of layer 1 scaled by 1 / (1 - p): the same as scaling that
+    layer's input weights; draws below p drop them all: the same as zeroing those weights.  Both
+    drivers (training with a cache, and inference without one)."""
+    rng = np.random.default_rng(9)
+    p = 0.25
+    layer = make_layer(kind, 3, 4, 2, True, np.float64, rng, dropout=p)
+    x, lengths = rng.standard_normal((3, 6, 3)), np.array([6, 2, 4])
+    for draw, factor in ((0.9, 1 / (1 - p)), (0.1, 0.0)):
+        layer.rng = _ConstantRng(draw)
+        layer.train()
+        y = (layer.forward(x, lengths=lengths) if grad else _no_grad_call(
+            lambda: layer.forward(x, lengths=lengths)))[0]
+        layer.clear_caches()
+        ref = make_layer(kind, 3, 4, 2, True, np.float64, rng)
+        ref.load_state_dict(layer.state_dict())
+        for sfx in ("", "_reverse"):
+            ref.params[f"weight_ih_l1{sfx}"] *= factor
+        ref.eval()
+        np.testing.assert_allclose(y, ref.forward(x, lengths=lengths)[0], rtol=1e-12, atol=1e-14)
