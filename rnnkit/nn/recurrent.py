@@ -1,13 +1,21 @@
 """The recurrent driver: time, directions, layers, lengths and state for RNN, LSTM and GRU.
 
-The cells (``cells.py``) know one time step; this module owns everything around it:
+The cells (``cells.py``) know one time step; this module owns everything around it, in two
+drivers with the same semantics and the same numbers up to rounding:
 
-* the input projection of every time step is one GEMM before the loop, ``(T*N, I) @ (I, gH)``;
-* the time loop runs over time-major buffers ``(T, N, ...)`` preallocated per sequence;
-* ``lengths`` (padded batches) follow torch's packed sequences: a sequence's state is frozen after
-  its last valid step, outputs at padded steps are exactly 0, and the reverse direction runs over
-  the valid part only (each sequence is reversed within its length by one gather);
-* after the backward loop the weight gradients are one GEMM over all steps.
+* **Training** (with a cache for backward), batch-major: the input projection of every time step
+  is one GEMM before the loop, ``(T*N, I) @ (I, gH)``; the time loop runs over time-major buffers
+  ``(T, N, ...)`` preallocated per sequence; padded steps keep the state by a mask and the reverse
+  direction runs over each sequence's valid part by one gather; after the backward loop the
+  weight gradients are one GEMM over all steps.
+* **Inference** (no cache), hidden-major (``_infer_direction``): buffers are time x features x
+  batch, so a step's product is (gH, K) @ (K, N), the layout OpenBLAS runs fastest; an RNN or
+  LSTM step does its input projection, bias and recurrence in one GEMM; a padded batch runs
+  sorted by length, so a step computes only the sequences still running.
+
+``lengths`` (padded batches) follow torch's packed sequences: a sequence's state is frozen after
+its last valid step, outputs at padded steps are exactly 0, and the reverse direction runs over
+the valid part only.
 
 ``recurrent_forward`` / ``recurrent_backward`` are pure functions over a parameter dict; the
 modules ``RNN``, ``LSTM`` and ``GRU`` wrap them with torch's parameter names and a cache stack.
