@@ -147,3 +147,48 @@ def test_switch_off():
         assert _accel.kernels(np.float64) is not None
     finally:
         _accel.set_enabled(was)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [6, 4])  # the whole batch, and its first columns (a strided view)
+def test_hidden_major_kernels_equal_reference(dtype, n):
+    k = _accel._build(__import__("numba"), np.dtype(dtype).type)
+    rng = np.random.default_rng(3)
+    H, N = 5, 6
+    r = lambda *s: rng.uniform(-1, 1, s).astype(dtype)  # noqa: E731
+    pre, c_prev = r(4 * H, N), r(H, N)
+    outs = []
+    for f in (cells.lstm_pointwise_hm, k.lstm_pointwise_hm):
+        g, c, t, m = pre.copy(), np.zeros((H, N), dtype), np.zeros((H, N), dtype), np.zeros((H, N), dtype)
+        f(g[:, :n], c_prev[:, :n], c[:, :n], t[:, :n], m[:, :n])
+        outs.append((g, c, t, m))
+    assert_same(outs[0], outs[1], "lstm_pointwise_hm")
+    gi, gh, h_prev = r(3 * H, N), r(3 * H, N), r(H, N)
+    outs = []
+    for f in (cells.gru_pointwise_hm, k.gru_pointwise_hm):
+        a, b, h = gi.copy(), gh.copy(), np.zeros((H, N), dtype)
+        f(a[:, :n], b[:, :n], h_prev[:, :n], h[:, :n])
+        outs.append((a, h))
+    assert_same(outs[0], outs[1], "gru_pointwise_hm")
+    # and the arithmetic itself, written out once more from the GRU equations
+    s = 1 / (1 + np.exp(-2 * (gi[: 2 * H] + gh[: 2 * H])))  # the r, z rows hold a / 2
+    nn = np.tanh(gi[2 * H :] + s[:H] * gh[2 * H :])
+    np.testing.assert_allclose(outs[0][1][:, :n], ((h_prev - nn) * s[H:] + nn)[:, :n],
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    lstm_in, hw, b1, b2 = r(2, 4 * H), r(2, 4 * H), r(4 * H), r(4 * H)
+    scale = cells.gate_scale("lstm", H, dtype)
+    got = [f(lstm_in.copy(), hw, b1, b2, scale) for f in (cells.lstm_preactivation,
+                                                          k.lstm_preactivation)]
+    assert_same(got[0], got[1], "lstm_preactivation")
+    np.testing.assert_allclose(got[0], (lstm_in + hw + b1 + b2) * scale, rtol=1e-6)
+
+
+def test_prepare_stacked_is_the_halved_pre_activation():
+    rng = np.random.default_rng(4)
+    H, I, N = 3, 2, 4
+    w_ih, w_hh, b = rng.standard_normal((4 * H, I)), rng.standard_normal((4 * H, H)), rng.standard_normal(4 * H)
+    x, h = rng.standard_normal((I, N)), rng.standard_normal((H, N))
+    stacked = cells.prepare_stacked("lstm", w_ih, b, w_hh)
+    a = w_ih @ x + b[:, None] + w_hh @ h
+    half = np.r_[np.full(2 * H, 0.5), np.ones(H), np.full(H, 0.5)][:, None]  # i, f, g, o
+    np.testing.assert_allclose(stacked @ np.vstack([x, np.ones((1, N)), h]), a * half, rtol=1e-12)
