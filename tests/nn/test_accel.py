@@ -186,7 +186,8 @@ def test_hidden_major_kernels_equal_reference(dtype, n):
 def test_prepare_stacked_is_the_halved_pre_activation():
     rng = np.random.default_rng(4)
     H, I, N = 3, 2, 4
-    w_ih, w_hh, b = rng.standard_normal((4 * H, I)), rng.standard_normal((4 * H, H)), rng.standard_normal(4 * H)
+    w_ih, w_hh = rng.standard_normal((4 * H, I)), rng.standard_normal((4 * H, H))
+    b = rng.standard_normal(4 * H)
     x, h = rng.standard_normal((I, N)), rng.standard_normal((H, N))
     stacked = cells.prepare_stacked("lstm", w_ih, b, w_hh)
     a = w_ih @ x + b[:, None] + w_hh @ h
