@@ -50,7 +50,7 @@ def backtest(data: SeriesSet, settings: ForecastSettings, folds: int = 3,
     for k, cut in enumerate(cuts):
         past = data.truncate(cut)
         model = Forecaster(settings, data.freq, len(data.covariates))
-        model.fit(past, deadline=deadline.part(len(cuts) - k))
+        model.fit(past, max_time=deadline.share(len(cuts) - k))
         fc = model.forecast(past)
         for i, (s, f) in enumerate(zip(data.series, fc)):
             history = past.series[i].values
@@ -69,7 +69,8 @@ def backtest(data: SeriesSet, settings: ForecastSettings, folds: int = 3,
             snaive = mean_of(m["mase"] for per in scores["seasonal_naive"] for m in per[-1:])
             log(f"fold {k + 1}/{len(cuts)}: origin {len(cuts) - k} x {H} before the end, "
                 f"MASE {_fmt(mase_now)} (seasonal naive {_fmt(snaive)}), "
-                f"{model.info['epochs']} epochs, {model.info['seconds']:.1f}s")
+                f"{model.info['epochs'] if model.info['epochs'] is not None else '-'} passes, "
+                f"{model.info['seconds']:.1f}s")
     summary = {"horizon": H, "folds": len(cuts), "season": season}
     for name in names:
         keys = POINT + (("coverage_80", "coverage_95") if name == "model" else ())
