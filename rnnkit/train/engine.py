@@ -36,6 +36,7 @@ from .settings import TrainSettings, check_max_time, from_dict, merge_resumed
 from .task import Task
 
 SPEED_STEPS = (10, 40)  # the speed for fit_to_time is measured between these steps of a run
+PLOT_EVERY = 60.0       # seconds between redrawn loss.png during a run (drawing is not free)
 
 
 class TrainingDiverged(ValueError):
@@ -90,6 +91,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self.opt = Adam(lr=self.settings.lr)
+        self._plotted = time.monotonic()
         self.set_steps(self.settings.steps)
 
     def set_steps(self, steps: int) -> None:
@@ -99,7 +101,8 @@ class Run:
         self.lr_at = schedule(s.lr, s.min_lr, s.warmup, s.steps)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save(self) -> None:
+    def save(self, final: bool = False) -> None:
+        """Write the checkpoint (and, at the end or every PLOT_EVERY seconds, loss.png)."""
         if self.out is None:
             return
         task, model = self.task, self.task.model
@@ -119,8 +122,10 @@ class Run:
                 "history": self.history,
                 "rngs": {name: rng_state(g) for name, g in task.rngs().items()}}
         save_checkpoint(self.out, config={**config, **extra}, arrays=arrays, meta=meta)
-        plot_history(self.out / "loss.png", self.history, task, self.best_step,
-                     title=f"rnnkit {task.app}: {getattr(self.settings, 'cell', '')}")
+        if final or time.monotonic() - self._plotted >= PLOT_EVERY:
+            self._plotted = time.monotonic()
+            plot_history(self.out / "loss.png", self.history, task, self.best_step,
+                         title=f"rnnkit {task.app}: {getattr(self.settings, 'cell', '')}")
 
     def restore(self, ckpt) -> None:
         """Continue from a checkpoint of this run (see `resume_settings`)."""
@@ -279,7 +284,9 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
                 # -- logging, validation, checkpoints, stopping ----------------------------------
                 out_of_time = max_time is not None and now - start >= max_time
                 done = run.step >= s.steps
-                evaluate = run.step % s.eval_every == 0 or done or out_of_time
+                # evaluations keep to their schedule (a stop for time or Ctrl-C only checkpoints),
+                # so a stopped and resumed run keeps the same best parameters as one never stopped
+                evaluate = run.step % s.eval_every == 0 or done
                 if evaluate or run.step % log_every == 0:
                     run.history["train_step"].append(run.step)
                     run.history["train"].append(float(np.mean(recent)))
@@ -287,20 +294,21 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
                 if evaluate:
                     metrics = _evaluate(run, since_eval, bar)
                     since_eval = []
-                    for cb in callbacks:
-                        cb.on_evaluate(run, metrics)
                     if patience is not None and _evals_since_best(run) >= patience:
                         stopped = run.early_stopped = "early-stopped"
                 if stopped is None:
                     stopped = ("finished" if done else "max-time" if out_of_time
                                else "interrupted" if stop_asked() else None)
-                if stopped is not None:
-                    run.save()
+                if evaluate or stopped is not None:
+                    run.save(final=stopped is not None)
+                if evaluate:
+                    for cb in callbacks:
+                        cb.on_evaluate(run, metrics)
                 bar.update(1, loss=f"{loss:.3f}", **_shown(task, metrics),
                            **{"steps/s": f"{ran / max(now - start, 1e-9):.2f}"})
     except KeyboardInterrupt:
         stopped = "interrupted"
-        run.save()
+        run.save(final=True)
     finally:
         bar.close()
     for cb in callbacks:

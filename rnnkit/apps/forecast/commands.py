@@ -172,6 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}")
     model = Forecaster(settings, data.freq, len(data.covariates))
     info = model.fit(data, out=out, max_time=args.max_time, budget="steps" not in explicit, log=log)
+    if not info.get("validation_windows", 1):
+        print("rnnkit forecast train: warning: the series are too short to spare validation "
+              "windows; the model is the ridge forecast shrunk towards the (seasonal) naive one",
+              file=sys.stderr)
     if info["stopped"]:
         print(f"rnnkit forecast train: {info['stopped']} after {info['seconds']:.1f}s; "
               f"--resume continues the run in {out}", file=sys.stderr)

@@ -90,6 +90,9 @@ class ForecastSettings(TrainSettings):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
         if self.patience < 1:
             raise ValueError(f"--patience must be >= 1, got {self.patience}")
+        if self.val_fraction <= 0:
+            raise ValueError(f"--val-fraction {self.val_fraction} leaves no validation windows; the "
+                             "forecaster needs them to choose how long to train (e.g. 0.2)")
 
 
 def resolve(s: ForecastSettings, freq: Frequency) -> tuple[int, int]:
@@ -331,7 +334,8 @@ class Forecaster:
             runs_left -= 1
             if summary["stopped"] == "interrupted" or (summary["stopped"] == "max-time" and not budget):
                 stopped = summary["stopped"]
-            task.model.load_state_dict(summary["run"].best_params)
+            if task.val is not None:  # early stopping: the best step's parameters
+                task.model.load_state_dict(summary["run"].best_params)
             return summary
 
         passes = None
