@@ -77,6 +77,8 @@ def arrays(folder: Path) -> dict[str, np.ndarray]:
     """Every array of every .npz under ``folder`` (sub-runs included), by relative path."""
     out = {}
     for path in sorted(folder.rglob("*.npz")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue  # what a save killed half-way leaves beside a checkpoint (never loaded)
         with np.load(path, allow_pickle=False) as z:
             for key in z.files:
                 out[f"{path.relative_to(folder)}:{key}"] = z[key]

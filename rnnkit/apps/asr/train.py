@@ -20,7 +20,7 @@ from ...data.batching import EpochBatches, pad
 from ...nn import no_grad
 from ...nn.ctc import CTCLoss
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import load_features, read_manifest, transcribe_features
 from .decode import error_rates, greedy_decode, prefix_beam_search
@@ -28,21 +28,12 @@ from .model import BLANK, Alphabet, ModelConfig, SpeechModel
 
 
 @dataclass
-class ASRSettings(TrainSettings):
+class ASRSettings(with_defaults(
+        TrainSettings,
+        cell="gru", hidden=128, layers=3, dropout=0.1, batch=32, lr=2e-3, min_lr=1e-4,
+        warmup=100, steps=3000, eval_every=200, clip=5.0, val_fraction=0.05)):
     """Settings of ``rnnkit asr train``; the defaults learn spoken digits in minutes on 2 cores."""
 
-    cell: str = like("cell", "gru")
-    hidden: int = like("hidden", 128)
-    layers: int = like("layers", 3)
-    dropout: float = like("dropout", 0.1)
-    batch: int = like("batch", 32)
-    lr: float = like("lr", 2e-3)
-    min_lr: float = like("min_lr", 1e-4)
-    warmup: int = like("warmup", 100)
-    steps: int = like("steps", 3000)
-    eval_every: int = like("eval_every", 200)
-    clip: float = like("clip", 5.0)
-    val_fraction: float = like("val_fraction", 0.05)
     features: str = field("logmel", "input features", choices=("logmel", "mfcc"))
     n_mels: int = field(40, "mel filters")
     deltas: int = field(0, "orders of delta features appended (0, 1, 2)")

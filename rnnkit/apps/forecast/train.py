@@ -39,7 +39,7 @@ from ...data.series import Frequency, SeriesSet, denormalize
 from ...nn import GaussianNLLLoss, no_grad
 from ...train.checkpoint import load_checkpoint, save_checkpoint
 from ...train.engine import fit
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import ForecastNet, NetConfig
 from .windows import Windows, WindowInputs, assemble, training_windows, window_inputs
@@ -50,22 +50,14 @@ MAX_PASS = 50     # default --eval-every: one pass over the windows, at most thi
 
 
 @dataclass
-class ForecastSettings(TrainSettings):
+class ForecastSettings(with_defaults(
+        TrainSettings,
+        shown={"steps": f"{EPOCHS} passes over the training windows",
+               "eval_every": f"one pass over the training windows, at most {MAX_PASS} steps"},
+        cell="lstm", hidden=32, layers=1, dropout=0.0, batch=32, lr=1e-3, min_lr=1e-3,
+        warmup=0, steps=None, eval_every=None, clip=1.0, val_fraction=0.2)):
     """Model and training settings; the defaults suit short business and science series."""
 
-    cell: str = like("cell", "lstm")
-    hidden: int = like("hidden", 32)
-    layers: int = like("layers", 1)
-    dropout: float = like("dropout", 0.0)
-    batch: int = like("batch", 32)
-    lr: float = like("lr", 1e-3)
-    min_lr: float = like("min_lr", 1e-3)
-    warmup: int = like("warmup", 0)
-    steps: int | None = like("steps", None, shown=f"{EPOCHS} passes over the training windows")
-    eval_every: int | None = like("eval_every", None, shown=f"one pass over the training windows, "
-                                                           f"at most {MAX_PASS} steps")
-    clip: float = like("clip", 1.0)
-    val_fraction: float = like("val_fraction", 0.2)
     horizon: int | None = field(None, "steps to forecast (required)")
     season: int | None = field(None, "seasonal period m (default: 12 monthly, 4 quarterly, 52 weekly, "
                                      "7 daily, 24 hourly, else 1)")

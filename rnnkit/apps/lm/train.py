@@ -17,27 +17,18 @@ import numpy as np
 from ...data.text import StreamBatcher, Vocab, default_corpus_path, read_text
 from ...nn import CrossEntropyLoss, no_grad
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import LanguageModel, ModelConfig, state_arrays, state_from_arrays, stream_nll
 
 
 @dataclass
-class LMSettings(TrainSettings):
+class LMSettings(with_defaults(
+        TrainSettings,
+        cell="lstm", hidden=256, layers=2, dropout=0.1, batch=32, lr=3e-3, min_lr=3e-4,
+        warmup=100, steps=2000, eval_every=250, clip=5.0, val_fraction=0.05)):
     """Settings of ``rnnkit lm train``; the defaults learn best in a few minutes on 2 CPU cores."""
 
-    cell: str = like("cell", "lstm")
-    hidden: int = like("hidden", 256)
-    layers: int = like("layers", 2)
-    dropout: float = like("dropout", 0.1)
-    batch: int = like("batch", 32)
-    lr: float = like("lr", 3e-3)
-    min_lr: float = like("min_lr", 3e-4)
-    warmup: int = like("warmup", 100)
-    steps: int = like("steps", 2000)
-    eval_every: int = like("eval_every", 250)
-    clip: float = like("clip", 5.0)
-    val_fraction: float = like("val_fraction", 0.05)
     embed: int = field(64, "embedding size")
     tokens: str = field("char", "token unit", choices=("char", "word"))
     vocab_size: int = field(10000, "largest word vocabulary (word tokens only), <unk> included")

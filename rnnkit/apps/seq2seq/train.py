@@ -17,7 +17,7 @@ import numpy as np
 from ...data.batching import EpochBatches
 from ...nn import CrossEntropyLoss, no_grad
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import TokenVocab, pad_batch
 from .decode import translate
@@ -26,21 +26,12 @@ from .model import PAD, ModelConfig, Seq2Seq
 
 
 @dataclass
-class TranslateSettings(TrainSettings):
+class TranslateSettings(with_defaults(
+        TrainSettings,
+        cell="gru", hidden=128, layers=1, dropout=0.0, batch=64, lr=3e-3, min_lr=1e-4,
+        warmup=100, steps=3000, eval_every=250, clip=5.0, val_fraction=0.05)):
     """Settings of ``rnnkit translate train``; the defaults suit short strings on 2 CPU cores."""
 
-    cell: str = like("cell", "gru")
-    hidden: int = like("hidden", 128)
-    layers: int = like("layers", 1)
-    dropout: float = like("dropout", 0.0)
-    batch: int = like("batch", 64)
-    lr: float = like("lr", 3e-3)
-    min_lr: float = like("min_lr", 1e-4)
-    warmup: int = like("warmup", 100)
-    steps: int = like("steps", 3000)
-    eval_every: int = like("eval_every", 250)
-    clip: float = like("clip", 5.0)
-    val_fraction: float = like("val_fraction", 0.05)
     embed: int = field(32, "token embedding size")
     bidirectional: bool = field(True, "bidirectional encoder")
     attention: str = field("bahdanau", "attention", choices=("bahdanau", "luong", "none"))
