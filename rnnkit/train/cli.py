@@ -55,6 +55,7 @@ def start_run(args: argparse.Namespace, cls: type[TrainSettings], app: str):
     group = world()
     group.same("options", {f"--{k.replace('_', '-')}": v for k, v in sorted(vars(args).items())
                            if not callable(v)})
+    group.divides(given.batch)
     settings, ckpt = group.on_root(resume_settings, args.out, app, given, explicit, args.resume,
                                    args.overwrite)
     return group, settings, explicit, ckpt

@@ -120,6 +120,13 @@ class Group:
     def same(self, what: str, values: dict) -> None:
         """Refuse to go on unless every rank has the same ``values`` (named in the error)."""
 
+    def divides(self, batch: int) -> None:
+        """Refuse a global batch that the ranks cannot share equally."""
+        if batch % self.size:
+            raise RankError(f"--batch {batch} is not divisible by the {self.size} ranks (each "
+                            "takes an equal share of every batch): choose a multiple of "
+                            f"{self.size}")
+
     def on_root(self, fn: Callable, *args):
         """``fn(*args)`` on rank 0 alone; its result (or its error) on every rank."""
         return fn(*args)
@@ -239,11 +246,8 @@ class MPIGroup(Group):
 
     def start(self, task, settings, checkpoint):
         self.same("settings", dataclasses.asdict(settings))
-        if settings.batch % self.size:
-            raise RankError(f"--batch {settings.batch} is not divisible by the {self.size} ranks "
-                            "(each takes an equal share of every batch): choose a batch that "
-                            "is a multiple of the number of ranks")
-        mine = {"model config": _digest(task.config()), "data": task.data_digest()}
+        self.divides(settings.batch)
+        mine = {"data": task.data_digest(), "model config": _digest(task.config())}
         every = self.comm.allgather(mine)
         for what in mine:
             differ = [r for r, d in enumerate(every) if d[what] != every[0][what]]
@@ -347,7 +351,12 @@ class MPIGroup(Group):
                                                     0, axis)) for k, v in arrays.items()}
 
     def abort(self, code: int) -> None:
-        self.comm.Abort(code)
+        """End every rank of the job (MPI_Abort); never returns."""
+        sys.stderr.flush()
+        try:
+            self.comm.Abort(code)
+        finally:
+            os._exit(code)  # should MPI_Abort return, exit without MPI_Finalize (it would wait)
 
 
 def _setting(name: str, default: float) -> float:
@@ -394,13 +403,24 @@ def report(message: str, exc: BaseException, code: int) -> int:
 
 
 def crashed(exc: BaseException) -> None:
-    """An unexpected exception (a bug): under MPI, its traceback and the end of the job."""
+    """An unexpected exception: under MPI, what happened, then the end of the whole job.
+
+    An MPI error in a collective means that another rank died (killed, out of memory, its
+    machine gone): one line says so; anything else is a bug and gets its traceback.
+    """
     group = _WORLD
-    if group is not None and group.size > 1:
+    if group is None or group.size == 1:
+        return
+    if isinstance(exc, group.MPI.Exception):
+        what = group.MPI.Get_error_string(exc.Get_error_class())
+        print(f"rnnkit: error: rank {group.rank} of {group.size} lost contact with the other "
+              f"ranks - one of them died or its machine is unreachable (MPI: {what}); ending "
+              "the job", file=sys.stderr, flush=True)
+    else:
         traceback.print_exception(exc)
-        print(f"rnnkit: rank {group.rank} of {group.size} crashed; ending the job",
+        print(f"rnnkit: error: rank {group.rank} of {group.size} crashed; ending the job",
               file=sys.stderr, flush=True)
-        group.abort(1)
+    group.abort(1)
 
 
 __all__ = ["Group", "MPIGroup", "RankError", "crashed", "launched", "report", "world"]
