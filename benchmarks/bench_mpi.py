@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--ks", nargs="+", type=int, default=[1, 2], help="process counts (default 1 2)")
     p.add_argument("--steps", type=int, default=30, help="timed steps per run (default 30)")
     p.add_argument("--warmup", type=int, default=4, help="untimed steps first (default 4)")
-    p.add_argument("--repeats", type=int, default=2, help="runs per K, alternating (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per K, alternating (default 3)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: elapsed time; cpu: each rank's CPU time, the slowest rank's "

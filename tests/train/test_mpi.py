@@ -210,21 +210,29 @@ def test_a_rank_that_never_reaches_the_start_times_out(work):
     assert time.monotonic() - start < 60
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank via /proc")
-def test_a_rank_killed_mid_run_ends_the_job_with_an_error(work):
-    token = uuid.uuid4().hex
+def start_long_run(work, out, token):
+    """mpiexec -n 2 rnnkit lm train for ever, returned once 20 steps are done."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER)}
-    args = [*LM, "--steps", "100000", "--out", "killed", "--eval-every", "20"]
+    args = [*LM, "--steps", "100000", "--out", out, "--eval-every", "20"]
     args.remove("--quiet")
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "rnnkit", *args],
                             cwd=work, env={**clean, "RNNKIT_TEST_TOKEN": token},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    while not any(line.startswith("step 20:") for line in seen):  # training is under way
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError("".join(seen))
+        seen.append(line)
+    return proc
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank via /proc")
+def test_a_rank_killed_mid_run_ends_the_job_with_an_error(work):
+    token = uuid.uuid4().hex
+    proc = start_long_run(work, "killed", token)
     try:
-        seen = []
-        while not any(line.startswith("step 20:") for line in seen):  # training is under way
-            line = proc.stdout.readline()
-            assert line, "".join(seen)
-            seen.append(line)
         os.kill(_rank_pid(token, 1), signal.SIGKILL)
         killed = time.monotonic()
         out, _ = proc.communicate(timeout=60)
@@ -235,6 +243,66 @@ def test_a_rank_killed_mid_run_ends_the_job_with_an_error(work):
     assert time.monotonic() - killed < 60
     # the launcher's report of the killed rank, or rank 0's own when it noticed first
     assert "lost contact with the other ranks" in out or "Killed" in out or "KILLED" in out, out
+
+
+def test_ctrl_c_stops_every_rank_at_the_same_step_with_a_checkpoint(work):
+    """mpiexec passes SIGINT to every rank, each at its own moment; the stop flags travel in
+    the step's allreduce, so all ranks stop after the same step and rank 0 checkpoints it."""
+    proc = start_long_run(work, "stopped", uuid.uuid4().hex)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted; --resume continues" in out
+    step = json.loads((work / "stopped" / "meta.json").read_text())["meta"]["step"]
+    assert step >= 20 and f"step {step} of 100000 (interrupted" in out
+
+
+BROKEN = """
+import sys
+import numpy as np
+from rnnkit.nn import Linear
+from rnnkit.train.engine import fit
+from rnnkit.train.mpi import report, world
+from rnnkit.train.settings import TrainSettings
+from rnnkit.train.task import Task
+
+class Broken(Task):
+    app = "broken"
+
+    def __init__(self):
+        self.model, self.calls = Linear(3, 1, dtype=np.float64, rng=np.random.default_rng(0)), 0
+
+    def batch(self, step):
+        return np.arange(4)
+
+    def loss(self, idx):
+        self.calls += 1
+        if self.calls == 3 and world().rank == 1:
+            raise RuntimeError("boom on rank 1")
+        y = self.model.forward(np.ones((len(idx), 3)))
+        self.model.backward(np.ones_like(y) / len(idx))
+        return float(y.mean())
+
+    def evaluate_shard(self, rank, size):
+        return {"loss": (0.0, 1.0)}
+
+try:
+    fit(Broken(), TrainSettings(steps=10, batch=4, eval_every=5), progress=False)
+except ValueError as exc:
+    sys.exit(report(f"rnnkit: error: {exc}", exc, 1))
+"""
+
+
+def test_an_error_in_one_ranks_step_stops_every_rank_and_rank_0_names_it(work):
+    (work / "broken.py").write_text(BROKEN)
+    result = run(None, work, mpmd=[(2, [sys.executable, "broken.py"])])
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = "rnnkit: error: rank 1 of 2 failed in forward/backward: RuntimeError: boom on rank 1"
+    assert result.stderr.count(line) == 1, result.stderr[-3000:]
 
 
 def _rank_pid(token: str, rank: int) -> int:
