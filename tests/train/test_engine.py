@@ -239,15 +239,30 @@ def test_an_exploding_loss_stops_after_the_warm_up():
         fit(Explodes(), settings(warmup=5), progress=False)
 
 
+class Ticks(Callback):
+    """A clock that advances 1/64 s (exact in binary) at the end of every step."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def on_step_end(self, run):
+        self.now += 1 / 64
+
+
 def test_fit_to_time_sets_the_schedule_from_the_measured_speed(tmp_path):
-    clock = iter(np.arange(0, 1000, 1 / 64))  # 1/64 s per reading (exact), one reading a step
+    clock = Ticks()
     summary = fit(Regression(), settings(steps=1000), tmp_path / "run", max_time=4.0,
-                  fit_to_time=True, clock=lambda: float(next(clock)), progress=False)
-    # after 40 steps: 1/64 s per step, 4 - 40/64 s left: 40 + int(0.95 * 3.375 * 64) = 245 steps
-    assert summary["steps"] == 245 and summary["stopped"] == "finished"
-    assert load_checkpoint(tmp_path / "run")[0]["settings"]["steps"] == 245  # saved: resume keeps it
+                  fit_to_time=True, clock=clock, callbacks=[clock], progress=False)
+    # step 40 reads the clock before its tick: 1/64 s per step, 4 - 39/64 s left,
+    # 40 + int(0.95 * (4 - 39/64) * 64) = 246 steps
+    assert summary["steps"] == 246 and summary["stopped"] == "finished"
+    assert load_checkpoint(tmp_path / "run")[0]["settings"]["steps"] == 246  # saved: resume keeps it
+    clock = Ticks()
     capped = fit(Regression(), settings(steps=1000), max_time=4.0, fit_to_time=True, max_steps=100,
-                 clock=lambda: float(next(clock)), progress=False)
+                 clock=clock, callbacks=[clock], progress=False)
     assert capped["steps"] == 100
 
 

@@ -9,6 +9,8 @@ model, its alphabet and its feature pipeline for ``transcribe`` and ``eval``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from ...train.checkpoint import load_checkpoint
 from ...train.settings import TrainSettings, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import load_features, read_manifest, transcribe_features
-from .decode import error_rates, greedy_decode, prefix_beam_search
+from .decode import error_counts, error_rates, greedy_decode, prefix_beam_search
 from .model import BLANK, Alphabet, ModelConfig, SpeechModel
 
 
@@ -63,7 +65,7 @@ def decode_all(model: SpeechModel, alphabet: Alphabet, feats: list[np.ndarray], 
     with no_grad():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
-            x, lengths = pad([feats[i] for i in idx])
+            x, lengths = pad([feats[i] for i in idx], dtype=np.dtype(model.cfg.dtype))
             logp = model.log_probs(x, lengths)  # (B, T, C)
             for row, i in enumerate(idx):
                 lp = logp[row, : lengths[row]]
@@ -135,7 +137,8 @@ class ASRTask(Task):
 
     def batch(self, step: int):
         idx = self.batches[step]
-        x, lengths = pad([self.train_feats[i] for i in idx])              # (B, T, F)
+        # (B, T, F) in the model's dtype (the features are float32)
+        x, lengths = pad([self.train_feats[i] for i in idx], dtype=np.dtype(self.s.dtype))
         y, ylen = pad([self.train_targets[i] for i in idx])               # (B, S)
         return x, lengths, y, ylen
 
@@ -146,11 +149,28 @@ class ASRTask(Task):
         self.model.backward(self.ctc.backward())
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        """Greedy CER (and WER) of the validation utterances."""
-        hyps = decode_all(self.model, self.alphabet, self.val_feats)
-        rates = error_rates(self.val_texts, hyps)
-        return {"cer": rates["cer"], "wer": rates["wer"]}
+    def shard(self, batch, rank: int, size: int):
+        """Every size-th utterance from ``rank``, the padding beyond its longest cut."""
+        x, lengths, y, ylen = super().shard(batch, rank, size)
+        if not len(x):
+            return x, lengths, y, ylen
+        return x[:, : max(lengths.max(), 1)], lengths, y[:, : max(ylen.max(), 1)], ylen
+
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Greedy character and word errors of rank's share of the validation utterances."""
+        texts = self.val_texts[rank::size]
+        hyps = decode_all(self.model, self.alphabet, self.val_feats[rank::size]) if texts else []
+        ce, cn, we, wn = error_counts(texts, hyps)
+        return {"cer": (ce, cn), "wer": (we, wn)}
+
+    def data_digest(self) -> str:
+        """The transcripts and the number of frames of every utterance (features are floats
+        that may differ in the last bit between machines)."""
+        h = hashlib.sha256(json.dumps([self.config(), [len(f) for f in self.train_feats],
+                                       [len(f) for f in self.val_feats], self.val_texts]).encode())
+        for t in self.train_targets:
+            h.update(np.asarray(t, np.int64).tobytes() + b";")
+        return h.hexdigest()
 
     def config(self) -> dict:
         return {"model": self.model.cfg.to_json(), "features": self.fcfg.to_json(),

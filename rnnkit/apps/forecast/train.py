@@ -39,6 +39,7 @@ from ...data.series import Frequency, SeriesSet, denormalize
 from ...nn import GaussianNLLLoss, no_grad
 from ...train.checkpoint import load_checkpoint, save_checkpoint
 from ...train.engine import fit
+from ...train.mpi import world
 from ...train.settings import TrainSettings, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import ForecastNet, NetConfig
@@ -215,8 +216,8 @@ class NetTask(Task):
     loss_name = "Gaussian NLL"
 
     def __init__(self, cfg: NetConfig, s: ForecastSettings, train: Windows, val: Windows | None,
-                 member: int, linear=None) -> None:
-        self.s, self.train_w, self.val = s, train, val
+                 member: int, linear=None, data: str = "") -> None:
+        self.s, self.train_w, self.val, self.data = s, train, val, data
         self.model = ForecastNet(cfg, np.random.default_rng([s.seed, member]))
         self.linear = linear is not None  # the network starts as the ridge forecast
         if self.linear:
@@ -239,8 +240,20 @@ class NetTask(Task):
         net.backward(dmean, dvar)
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        return {} if self.val is None else {"mae": _val_error(self.model, self.val)}
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Absolute errors of the scaled forecasts of rank's share of the validation windows."""
+        if self.val is None:
+            return {}
+        val = self.val.take(np.arange(rank, len(self.val), size))
+        if not len(val):
+            return {"mae": (0.0, 0.0)}
+        mean, _ = _predict_z(self.model, val)
+        return {"mae": (float(np.sum(np.abs(mean - val.target))), float(val.target.size))}
+
+    def data_digest(self) -> str:
+        """The series' fingerprint (``data``, from the values read) and the windows' sizes."""
+        sizes = [len(self.train_w), 0 if self.val is None else len(self.val), self.train_w.x.shape]
+        return hashlib.sha256(f"{self.data} {sizes}".encode()).hexdigest()
 
     def rngs(self) -> dict[str, np.random.Generator]:
         return {"dropout": self.model.rnn.rng}
@@ -297,6 +310,7 @@ class Forecaster:
         train, val, full = training_windows(data, N, H, np.dtype(s.dtype), s.val_fraction)
         cfg = self.net_config()
         start = time.monotonic()
+        digest, group = fingerprint(data), world()
         lin = lin_full = None
         if val is None:
             # too little data to validate anything: the ridge forecast shrunk firmly towards the
@@ -317,7 +331,8 @@ class Forecaster:
             if settings.steps < 1:  # nothing to train: the linear start is the model
                 return None
             folder = None if out is None else Path(out) / "runs" / name
-            has = folder is not None and (folder / "meta.json").exists()
+            # under MPI rank 0 alone reads the run folder (fit gives its checkpoint to every rank)
+            has = folder is not None and group.root and (folder / "meta.json").exists()
             share = deadline.share(runs_left) if budget else deadline.left()
             summary = fit(task, settings, folder, checkpoint=load_checkpoint(folder) if has else None,
                           max_time=share, fit_to_time=budget and share is not None,
@@ -334,7 +349,7 @@ class Forecaster:
         if select:
             # one early-stopped run picks the number of passes; every member then trains on all
             sel = schedule_for(s, len(train))
-            task = NetTask(cfg, sel, train, val, 0, lin)
+            task = NetTask(cfg, sel, train, val, 0, lin, digest)
             summary = run("select", task, sel, s.patience) if s.recurrent else None
             if stopped:
                 return self._stopped(stopped, start)
@@ -347,7 +362,7 @@ class Forecaster:
                 member = schedule_for(s, len(train))
                 if not s.recurrent:
                     member = dataclasses.replace(member, steps=0)
-                task = NetTask(cfg, member, train, val, k, lin)
+                task = NetTask(cfg, member, train, val, k, lin, digest)
                 summary = run(f"member{k}", task, member, s.patience)
                 if k == 1:
                     history = summary["run"].history if summary else {}
@@ -358,7 +373,7 @@ class Forecaster:
                     member = dataclasses.replace(member, steps=round(passes * member.eval_every))
                 elif not s.recurrent or (val is None and s.linear_init):
                     member = dataclasses.replace(member, steps=0)  # the ridge forecast alone
-                task = NetTask(cfg, member, full, None, k, lin_full)
+                task = NetTask(cfg, member, full, None, k, lin_full, digest)
                 run(f"member{k}", task, member)
             if stopped:
                 return self._stopped(stopped, start)

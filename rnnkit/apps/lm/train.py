@@ -76,6 +76,7 @@ class LMTask(Task):
     """Next-token prediction over ``batch`` parallel streams, state carried between windows."""
 
     app = "lm"
+    state_rows = 1  # the carried state (L, N, H) has one row per stream
 
     def __init__(self, s: LMSettings, texts: list[str] | None = None, checkpoint=None) -> None:
         if checkpoint is not None and texts is None:
@@ -120,12 +121,14 @@ class LMTask(Task):
         self.model.backward(self.loss_fn.backward())
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        """Mean nats per token over the validation text (``batch`` streams, state carried)."""
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Nats and tokens over the validation text (``batch`` streams, state carried; under MPI
+        each rank scores its share of the streams)."""
         self.model.eval()
         with no_grad():
-            total, count = stream_nll(self.model, self.val_ids, self.s.seq_len, self.s.batch)
-        return {"loss": total / count}
+            total, count = stream_nll(self.model, self.val_ids, self.s.seq_len, self.s.batch,
+                                      rank, size)
+        return {"loss": (total, count)}
 
     def config(self) -> dict:
         return {"model": self.model.cfg.to_json(), "vocab": self.vocab.to_json(),

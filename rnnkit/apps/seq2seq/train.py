@@ -133,23 +133,39 @@ class TranslateTask(Task):
         self.model.backward(self.loss_fn.backward())
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        """Mean nats per target token and greedy exact match on the validation pairs."""
+    def shard(self, batch, rank: int, size: int):
+        """Every size-th pair from ``rank``, the padding beyond its longest source and target cut."""
+        src, src_len, tgt_in, tgt_out, feed = super().shard(batch, rank, size)
+        if not len(src):
+            return src, src_len, tgt_in, tgt_out, feed
+        width = int((tgt_out != PAD).sum(axis=1).max())
+        return (src[:, : src_len.max()], src_len, tgt_in[:, :width], tgt_out[:, :width],
+                None if feed is None else feed[:, :width])
+
+    def weight(self, batch) -> float:
+        """The loss is a mean over the real target tokens: their number."""
+        return float((batch[3] != PAD).sum())
+
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Nats per target token and greedy exact match on rank's share of the validation pairs."""
         model = self.model
         model.eval()
         total = count = 0.0
+        val_src, val_tgt = self.val_src[rank::size], self.val_tgt[rank::size]
         with no_grad():
-            for k in range(0, len(self.val_src), 256):
-                src, src_len, tgt_in, tgt_out = make_batch(self.val_src[k : k + 256],
-                                                           self.val_tgt[k : k + 256])
+            for k in range(0, len(val_src), 256):
+                src, src_len, tgt_in, tgt_out = make_batch(val_src[k : k + 256],
+                                                           val_tgt[k : k + 256])
                 logits = model.forward(src, src_len, tgt_in)
                 n = float((tgt_out != PAD).sum())
                 total += float(CrossEntropyLoss(ignore_index=PAD).forward(logits, tgt_out)) * n
                 count += n
             model.clear_caches()
-        hyps = translate(model, self.src_vocab, self.tgt_vocab, [p[0] for p in self.val_pairs],
-                         beam=1, max_len=self.max_len)
-        return {"loss": total / count, "exact_match": exact_match(hyps, [p[1] for p in self.val_pairs])}
+        pairs = self.val_pairs[rank::size]
+        hyps = translate(model, self.src_vocab, self.tgt_vocab, [p[0] for p in pairs], beam=1,
+                         max_len=self.max_len) if pairs else []
+        matches = sum(h.strip() == p[1].strip() for h, p in zip(hyps, pairs))  # as exact_match
+        return {"loss": (total, count), "exact_match": (matches, len(pairs))}
 
     def config(self) -> dict:
         return {"model": self.model.cfg.to_json(), "src_vocab": self.src_vocab.to_json(),
