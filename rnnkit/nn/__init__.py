@@ -1,5 +1,5 @@
 """The math: cells, the recurrent driver, layers, losses, optimizers, initialisers, gradcheck."""
-from .cells import GRUCell, LSTMCell, RNNCell
+from .cell_modules import GRUCell, LSTMCell, RNNCell
 from .ctc import CTCLoss
 from .gradcheck import GradcheckError, gradcheck, numerical_grad
 from .layers import Dropout, Embedding, Linear, Sequential

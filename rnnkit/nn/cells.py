@@ -20,6 +20,9 @@ below serves both layouts.  For each cell there is
 * ``<cell>_step``: a batch-major step, the recurrent matmul then ``<cell>_pointwise``;
 * ``<cell>_pointwise_backward`` and ``<cell>_step_backward``: the same, backward.
 
+The modules built on them are ``cell_modules.py`` (RNNCell, LSTMCell, GRUCell, one step a call)
+and ``recurrent.py`` (RNN, LSTM, GRU over whole sequences).
+
 The input side ``xg = x W_ih^T + b`` comes in precomputed (the training driver does all time steps
 in one GEMM), and outputs go to arrays the caller passes, so the time loop allocates nothing.
 Gate order and parameter layout are torch's: ``W_ih`` (gH, I), ``W_hh`` (gH, P).
@@ -42,10 +45,6 @@ is installed (``tests/nn/test_accel.py``: the same bits).
 from __future__ import annotations
 
 import numpy as np
-
-from . import _accel
-from .init import torch_default
-from .module import Module, as_input, check_dtype
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -105,29 +104,29 @@ def outer_sum_(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------
 # Elman RNN
-#
-#   forward                                   backward, given dh = dL/dh
-#   a = xg + h_prev W_hh^T                    da = dh * act'(a):  tanh' = 1 - h^2,  relu' = [h > 0]
-#   h = act(a),  act = tanh or relu           dh_prev = da W_hh;  dW_hh += da^T h_prev;  dxg = da
-#
-# xg = x W_ih^T + b_ih + b_hh: both biases add before the activation.
 # ------------------------------------------------------------------------------------------
 def rnn_pointwise(a: np.ndarray, nonlinearity: str) -> np.ndarray:
-    """h = act(a), in place."""
+    """h = act(a), in place (``rnn_step``'s activation)."""
     if nonlinearity == "tanh":
         return np.tanh(a, out=a)
     return np.maximum(a, 0, out=a)
 
 
 def rnn_step(xg, h_prev, w_hh_t, nonlinearity, h_out):
-    """h = act(xg + h_prev W_hh^T)  -> h_out (N, H)."""
+    """One Elman RNN step, forward and (``rnn_step_backward``) backward, given dh = dL/dh::
+
+        a = xg + h_prev W_hh^T                 da = dh * act'(a):  tanh' = 1 - h^2,  relu' = [h > 0]
+        h = act(a), act = tanh or relu         dh_prev = da W_hh     dW_hh += da^T h_prev     dxg = da
+
+    with xg = x W_ih^T + b_ih + b_hh (both biases add before the activation).  -> h_out (N, H).
+    """
     np.matmul(h_prev, w_hh_t, out=h_out)  # (N, H)
     h_out += xg
     return rnn_pointwise(h_out, nonlinearity)
 
 
 def rnn_pointwise_backward(dh, h, nonlinearity, da_out):
-    """da = dh * act'(a), from h = act(a)  -> da_out (N, H)."""
+    """da = dh * act'(a), with act' from h = act(a)  -> da_out (N, H)."""
     if nonlinearity == "tanh":
         np.multiply(h, h, out=da_out)
         np.subtract(1, da_out, out=da_out)
@@ -138,24 +137,14 @@ def rnn_pointwise_backward(dh, h, nonlinearity, da_out):
 
 
 def rnn_step_backward(dh, h, w_hh, nonlinearity, da_out, dh_out, pointwise=rnn_pointwise_backward):
-    """da -> da_out (N, H) and dh_prev = da W_hh -> dh_out (N, H), which may alias dh."""
+    """Backward of ``rnn_step`` (the right-hand column there): da -> da_out (N, H) and
+    dh_prev -> dh_out (N, H), which may alias dh."""
     pointwise(dh, h, nonlinearity, da_out)
     return np.matmul(da_out, w_hh, out=dh_out)  # (N, H)
 
 
 # ------------------------------------------------------------------------------------------
 # LSTM, with torch's optional projection h = m W_hr^T
-#
-#   forward                                   backward, given dh = dL/dh and dc = dL/dc (future)
-#   a = xg + h_prev W_hh^T                    dm = dh W_hr  (dm = dh without projection)
-#   i, f, o = sigma(a_i), sigma(a_f), sigma(a_o)
-#   g = tanh(a_g)                             dc_t = dc + dm * o * (1 - tanh(c)^2)
-#   c = f * c_prev + i * g                    di = dc_t g   df = dc_t c_prev   dg = dc_t i
-#   m = o * tanh(c)                           do = dm tanh(c)                  dc_prev = dc_t f
-#   h = m, or h = m W_hr^T                    da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
-#                                             dh_prev = da W_hh;  dW_hh += da^T h_prev;  dxg = da
-#
-# xg = x W_ih^T + b_ih + b_hh; the gate buffer holds [a_i/2, a_f/2, a_g, a_o/2].
 # ------------------------------------------------------------------------------------------
 _LSTM_SIGMOID = {}  # (H, dtype) -> (scale, shift) per column: (1/2, 1/2) on i, f, o; (1, 0) on g
 
@@ -170,9 +159,8 @@ def lstm_sigmoid_columns(H: int, dtype):
 
 
 def lstm_pointwise(gates, c_prev, c_out, tc_out, m_out):
-    """The LSTM gate math after the matmul: i, f, g, o, c and m of the equations above.
-
-    Activates ``gates`` (N, 4H) in place; writes c, tanh(c) and m (N, H) into the slots."""
+    """``lstm_step``'s gate math after the matmul: i, f, g, o, c and m.  gates (N, 4H) holds
+    [a_i/2, a_f/2, a_g, a_o/2] and is activated in place; c, tanh(c), m -> the slots (N, H)."""
     H = c_out.shape[-1]
     np.tanh(gates, out=gates)  # one call for all four gates
     sigmoid_from_tanh_(gates, *lstm_sigmoid_columns(H, gates.dtype))
@@ -202,8 +190,22 @@ def lstm_preactivation(gates, hw, b_ih, b_hh, scale):
 
 def lstm_step(xg, h_prev, c_prev, w_hh_t, w_hr_t, gates_out, c_out, tc_out, m_out, h_out,
               pointwise=lstm_pointwise):
-    """a = xg + h_prev W_hh^T (N, 4H), ``lstm_pointwise``, then h = m W_hr^T (N, P) with a
-    projection; without one pass m_out = h_out and w_hr_t = None.  Returns (h_out, c_out)."""
+    """One LSTM step (gate order i, f, g, o), forward and (``lstm_step_backward``) backward,
+    given dh = dL/dh and dc = dL/dc from step t + 1::
+
+        a = xg + h_prev W_hh^T                   dm = dh W_hr       (dm = dh without projection)
+        i, f, o = sigma(a_i), sigma(a_f), sigma(a_o)
+        g = tanh(a_g)                            dc_t = dc + dm o (1 - tanh(c)^2)
+        c = f c_prev + i g                       di = dc_t g    df = dc_t c_prev    dg = dc_t i
+        m = o tanh(c)                            do = dm tanh(c)                    dc_prev = dc_t f
+        h = m, or h = m W_hr^T                   da = [di i (1 - i), df f (1 - f), dg (1 - g^2),
+                                                       do o (1 - o)]
+                                                 dh_prev = da W_hh    dW_hh += da^T h_prev    dxg = da
+                                                 dW_hr += dh^T m
+
+    with xg = x W_ih^T + b_ih + b_hh.  ``lstm_pointwise`` does i ... m; without a projection pass
+    m_out = h_out and w_hr_t = None.  Returns (h_out (N, P), c_out (N, H)).
+    """
     np.matmul(h_prev, w_hh_t, out=gates_out)  # (N, 4H)
     gates_out += xg
     pointwise(gates_out, c_prev, c_out, tc_out, m_out)
@@ -213,8 +215,8 @@ def lstm_step(xg, h_prev, c_prev, w_hh_t, w_hr_t, gates_out, c_out, tc_out, m_ou
 
 
 def lstm_pointwise_backward(dm, dc, gates, c_prev, tc, dgates_out, dc_out, tmp):
-    """da -> dgates_out (N, 4H) and dc_prev -> dc_out (N, H), which may alias dc, from dm and dc
-    (N, H); tmp: (N, 4H) scratch."""
+    """Backward of ``lstm_pointwise`` (``lstm_step``'s dc_t ... da): da -> dgates_out (N, 4H) and
+    dc_prev -> dc_out (N, H), which may alias dc; tmp: (N, 4H) scratch."""
     H = tc.shape[-1]
     i, f, g, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
     di, df, dg, do = (dgates_out[:, k * H : (k + 1) * H] for k in range(4))
@@ -241,8 +243,9 @@ def lstm_pointwise_backward(dm, dc, gates, c_prev, tc, dgates_out, dc_out, tmp):
 
 def lstm_step_backward(dh, dc, gates, c_prev, tc, w_hh, w_hr, dgates_out, dc_out, dh_out, dm_out,
                        tmp, pointwise=lstm_pointwise_backward):
-    """dm = dh W_hr (without projection pass w_hr = dm_out = None: dm is dh), then
-    ``lstm_pointwise_backward``, then dh_prev = da W_hh -> dh_out (N, P), which may alias dh."""
+    """Backward of ``lstm_step`` (the right-hand column there): dm, ``lstm_pointwise_backward``,
+    then dh_prev -> dh_out (N, P), which may alias dh.  Without a projection pass
+    w_hr = dm_out = None (dm is dh)."""
     dm = dh if w_hr is None else np.matmul(dh, w_hr, out=dm_out)  # (N, H)
     pointwise(dm, dc, gates, c_prev, tc, dgates_out, dc_out, tmp)
     return np.matmul(dgates_out, w_hh, out=dh_out)  # (N, P)
@@ -250,20 +253,6 @@ def lstm_step_backward(dh, dc, gates, c_prev, tc, w_hh, w_hr, dgates_out, dc_out
 
 # ------------------------------------------------------------------------------------------
 # GRU, torch / cuDNN form: the reset gate multiplies the recurrent product *after* it
-#
-#   forward                                   backward, given dh = dL/dh
-#   gi = x W_ih^T + b_ih + [b_hr, b_hz, 0]    dn = dh (1 - z)         dz = dh (h_prev - n)
-#   gh = h_prev W_hh^T + [0, 0, b_hn]         dan = dn (1 - n^2)      daz = dz z (1 - z)
-#   r = sigma(gi_r + gh_r)                    dar = dan gh_n r (1 - r)
-#   z = sigma(gi_z + gh_z)                    dgi = [dar, daz, dan]   dgh = [dar, daz, dan r]
-#   n = tanh(gi_n + r * gh_n)                 dh_prev = dh z + dgh W_hh;  dW_hh += dgh^T h_prev
-#   h = (1 - z) n + z h_prev = n + z (h_prev - n)
-#
-# Keras's other form (reset_after=False) resets before the product, with b_hn inside gi:
-#   n = tanh(gi_n + (r * h_prev) W_hn^T)      d(rh) = dan W_hn;   dar = d(rh) h_prev r (1 - r)
-#                                             dh_prev = dh z + dgh_rz W_h(rz) + d(rh) r
-#                                             dW_hn += dan^T (r * h_prev)
-# gi and gh hold a/2 in their r, z columns (``prepare_weights``).
 # ------------------------------------------------------------------------------------------
 def gru_input_bias(b_ih, b_hh, reset_after=True):
     """The bias that joins the input GEMM: b_ih plus b_hh's r, z blocks, and its n block unless
@@ -301,8 +290,8 @@ def gru_new_state(gi, gh_n, h_prev, h_out, r=None):
 
 
 def gru_pointwise(gi, gh, h_prev, h_out):
-    """The GRU gate math after the matmuls (reset after, torch's form): r, z, n and h of the
-    equations above.  Activates r, z, n in gi (N, 3H); gh (N, 3H) stays as it is."""
+    """``gru_step``'s gate math after the matmuls (torch's form): r, z, n and h.  Activates r, z,
+    n in gi (N, 3H); gh (N, 3H) stays as it is (backward reads gh_n)."""
     gru_reset_update_(gi, gh)
     H = h_out.shape[-1]
     return gru_new_state(gi, gh[:, 2 * H :], h_prev, h_out, gi[:, :H])
@@ -314,11 +303,24 @@ def gru_pointwise_hm(gi, gh, h_prev, h_out):
 
 
 def gru_step(gi, h_prev, w_hh_t, b_hn, gh_out, h_out, rh_out=None, pointwise=gru_pointwise):
-    """gh = h_prev W_hh^T + [0, 0, b_hn] -> gh_out (N, 3H), then ``gru_pointwise``: gi (N, 3H),
-    the input part, becomes the activated gates.
+    """One GRU step (gate order r, z, n), forward and (``gru_step_backward``) backward, given
+    dh = dL/dh::
 
-    Reset-before form: pass rh_out (N, H) for r * h_prev, which backward needs; gh_out's n block
-    then holds (r * h_prev) W_hn^T (w_hh_t's n columns unhalved, b_hn is in gi)."""
+        gi = x W_ih^T + b_ih + [b_hr, b_hz, 0]   dn = dh (1 - z)          dz = dh (h_prev - n)
+        gh = h_prev W_hh^T + [0, 0, b_hn]        dan = dn (1 - n^2)       daz = dz z (1 - z)
+        r = sigma(gi_r + gh_r)                   dar = dan gh_n r (1 - r)
+        z = sigma(gi_z + gh_z)                   dgi = [dar, daz, dan]    dgh = [dar, daz, dan r]
+        n = tanh(gi_n + r gh_n)                  dh_prev = dh z + dgh W_hh    dW_hh += dgh^T h_prev
+        h = (1 - z) n + z h_prev = n + z (h_prev - n)
+
+    Keras's reset-before form (reset_after=False) has b_hn in gi and
+    ``n = tanh(gi_n + (r h_prev) W_hn^T)``:  d(rh) = dan W_hn,  dar = d(rh) h_prev r (1 - r),
+    dh_prev = dh z + dgh_rz W_h(rz) + d(rh) r,  dW_hn += dan^T (r h_prev).
+
+    gi (N, 3H), the input part with r, z columns halved like w_hh_t, becomes the activated gates;
+    gh -> gh_out (N, 3H); h -> h_out (N, H).  Reset before, pass rh_out (N, H): it receives
+    r * h_prev for backward, and gh_out's n block (r * h_prev) W_hn^T (w_hh_t's n columns are
+    not halved)."""
     H = h_out.shape[-1]
     if rh_out is None:
         np.matmul(h_prev, w_hh_t, out=gh_out)  # (N, 3H)
@@ -332,9 +334,10 @@ def gru_step(gi, h_prev, w_hh_t, b_hn, gh_out, h_out, rh_out=None, pointwise=gru
 
 
 def gru_pointwise_backward(dh, h_prev, gates, hn, dgi_out, dgh_out, dhz_out, reset_after=True):
-    """dgi -> dgi_out (N, 3H), dgh -> dgh_out (N, 3H) (reset_after only) and dh z, the direct
-    path of h = n + z (h_prev - n), -> dhz_out (N, H); hn is gh_n (reset after).  Reset before,
-    dar needs the product d(rh) = dan W_hn first and is left to ``gru_step_backward``."""
+    """Backward of ``gru_pointwise`` (``gru_step``'s dn ... dgh): dgi -> dgi_out (N, 3H), dgh ->
+    dgh_out (N, 3H) (reset after only) and dh z, the direct path of h = n + z (h_prev - n), ->
+    dhz_out (N, H); hn is gh_n.  Reset before, dar needs the product d(rh) = dan W_hn first and is
+    left to ``gru_step_backward``."""
     H = hn.shape[-1]
     r, z, n = (gates[:, k * H : (k + 1) * H] for k in range(3))
     dr, dz, dn = (dgi_out[:, k * H : (k + 1) * H] for k in range(3))
@@ -360,8 +363,9 @@ def gru_pointwise_backward(dh, h_prev, gates, hn, dgi_out, dgh_out, dhz_out, res
 
 def gru_step_backward(dh, h_prev, gates, hn, w_hh, dgi_out, dgh_out, dh_out, tmp,
                       reset_after=True, pointwise=gru_pointwise_backward):
-    """``gru_pointwise_backward``, then dh_prev -> dh_out (N, H) (must not alias dh); hn is gh_n
-    (reset after) or r * h_prev (reset before), tmp (N, H) scratch.  Reset before, dgh = dgi."""
+    """Backward of ``gru_step`` (the right-hand column there): ``gru_pointwise_backward``, then
+    dh_prev -> dh_out (N, H) (must not alias dh).  hn is gh_n (reset after) or r * h_prev (reset
+    before, where dgh = dgi); tmp (N, H) scratch."""
     H = hn.shape[-1]
     pointwise(dh, h_prev, gates, hn, dgi_out, dgh_out, dh_out, reset_after)  # dh_out = dh z
     if reset_after:
@@ -379,160 +383,3 @@ def gru_step_backward(dh, h_prev, gates, hn, w_hh, dgi_out, dgh_out, dh_out, tmp
     dgh_out[...] = dgi_out
     dh_out += np.matmul(dgh_out[:, : 2 * H], w_hh[: 2 * H], out=tmp)
     return dh_out
-
-
-# ------------------------------------------------------------------------------------------
-# Single-step modules (decoders, streaming inference): the steps above, one call at a time
-# ------------------------------------------------------------------------------------------
-class _Cell(Module):
-    """Parameters of a single-step cell (torch's names weight_ih, weight_hh, bias_ih, bias_hh)."""
-
-    kind = "rnn"
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
-                 dtype=np.float32, rng: np.random.Generator | None = None) -> None:
-        super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
-        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        self.dtype = check_dtype(dtype)
-        rng = rng if rng is not None else np.random.default_rng()
-        gH = GATES[self.kind] * hidden_size
-        names = [("weight_ih", (gH, input_size)), ("weight_hh", (gH, hidden_size))]
-        if bias:
-            names += [("bias_ih", (gH,)), ("bias_hh", (gH,))]
-        for name, shape in names:
-            self._add_param(name, torch_default(shape, hidden_size, rng, self.dtype))
-        self._zero_bias = np.zeros(gH, self.dtype)  # stands in for the biases when bias=False
-
-    def _b(self, name: str) -> np.ndarray:
-        return self.params[name] if self.bias else self._zero_bias
-
-    def _check(self, x, h, name="h"):
-        x = as_input(x, self.dtype)
-        if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise ValueError(f"{type(self).__name__} expects x of shape (N, {self.input_size}), "
-                             f"got {x.shape}")
-        size = (x.shape[0], self.hidden_size)
-        if h is None:
-            return x, np.zeros(size, self.dtype)
-        h = as_input(h, self.dtype, name)
-        if h.shape != size:
-            raise ValueError(f"{name} has shape {h.shape}, expected {size}")
-        return x, h
-
-    def _weight_grads(self, x, h_prev, dg_in, dg_hh, rh=None):
-        """Accumulate one step's parameter gradients and return dx = dg_in W_ih.  rh: GRU's
-        reset-before form, where W_hn multiplies r * h_prev instead of h_prev."""
-        g = self.grads
-        outer_sum_(g["weight_ih"], dg_in, x)
-        if rh is None:
-            outer_sum_(g["weight_hh"], dg_hh, h_prev)
-        else:
-            H = self.hidden_size
-            outer_sum_(g["weight_hh"][: 2 * H], dg_hh[:, : 2 * H], h_prev)
-            outer_sum_(g["weight_hh"][2 * H :], dg_hh[:, 2 * H :], rh)
-        if self.bias:
-            g["bias_ih"] += dg_in.sum(axis=0)
-            g["bias_hh"] += dg_hh.sum(axis=0)
-        return dg_in @ self.params["weight_ih"]
-
-
-class RNNCell(_Cell):
-    """One Elman RNN step, ``rnn_step``: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh).
-
-    ``forward(x (N, I), h (N, H) or None) -> h'``; ``backward(dh') -> (dx, dh)``."""
-
-    kind = "rnn"
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", **kw) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, bias, **kw)
-        self.nonlinearity = nonlinearity
-
-    def forward(self, x, h=None):
-        x, h = self._check(x, h)
-        xg = x @ self.params["weight_ih"].T + (self._b("bias_ih") + self._b("bias_hh"))  # (N, H)
-        h_new = rnn_step(xg, h, self.params["weight_hh"].T, self.nonlinearity, np.empty_like(h))
-        self._push((x, h, h_new))
-        return h_new
-
-    def backward(self, dh):
-        x, h_prev, h = self._pop()
-        fast = _accel.kernels(self.dtype)
-        da = np.empty_like(h)
-        dh_prev = rnn_step_backward(dh, h, self.params["weight_hh"], self.nonlinearity, da,
-                                    np.empty_like(h),
-                                    fast.rnn_pointwise_backward if fast else rnn_pointwise_backward)
-        return self._weight_grads(x, h_prev, da, da), dh_prev
-
-
-class LSTMCell(_Cell):
-    """One LSTM step, ``lstm_pointwise`` (gate order i, f, g, o; equations above it).
-
-    ``forward(x (N, I), state (h, c) or None) -> (h', c')``; ``backward(dh', dc'=None) -> (dx, (dh, dc))``."""
-
-    kind = "lstm"
-
-    def forward(self, x, state=None):
-        h, c = (None, None) if state is None else state
-        x, h = self._check(x, h)
-        c = self._check(x, c, "c")[1]
-        fast = _accel.kernels(self.dtype)
-        # the pre-activation in full, then halved in the sigmoid columns: a cell runs once per
-        # call, so it does not make the driver's scaled copies of its weights
-        gates = x @ self.params["weight_ih"].T  # (N, 4H)
-        (fast.lstm_preactivation if fast else lstm_preactivation)(
-            gates, h @ self.params["weight_hh"].T, self._b("bias_ih"), self._b("bias_hh"),
-            lstm_sigmoid_columns(self.hidden_size, self.dtype)[0])
-        c_new, tc, h_new = np.empty((3,) + c.shape, self.dtype)
-        (fast.lstm_pointwise if fast else lstm_pointwise)(gates, c, c_new, tc, h_new)
-        self._push((x, h, c, gates, tc))
-        return h_new, c_new
-
-    def backward(self, dh, dc=None):
-        x, h_prev, c_prev, gates, tc = self._pop()
-        dc = np.zeros_like(c_prev) if dc is None else dc
-        dgates, dc_prev = np.empty_like(gates), np.empty_like(dc)
-        fast = _accel.kernels(self.dtype)
-        dh_prev = lstm_step_backward(dh, dc, gates, c_prev, tc, self.params["weight_hh"], None,
-                                     dgates, dc_prev, np.empty_like(dh), None, np.empty_like(gates),
-                                     fast.lstm_pointwise_backward if fast else lstm_pointwise_backward)
-        return self._weight_grads(x, h_prev, dgates, dgates), (dh_prev, dc_prev)
-
-
-class GRUCell(_Cell):
-    """One GRU step, ``gru_step`` (gate order r, z, n; equations above it).  ``reset_after=False``
-    is Keras's other form.  ``forward(x (N, I), h (N, H) or None) -> h'``; ``backward(dh') -> (dx, dh)``."""
-
-    kind = "gru"
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 reset_after: bool = True, **kw) -> None:
-        super().__init__(input_size, hidden_size, bias, **kw)
-        self.reset_after = reset_after
-
-    def forward(self, x, h=None):
-        x, h = self._check(x, h)
-        b_hh = self._b("bias_hh")
-        b = gru_input_bias(self._b("bias_ih"), b_hh, self.reset_after)
-        w_ih_t, w_hh_t, b = prepare_weights("gru", self.params["weight_ih"], self.params["weight_hh"], b)
-        gates = x @ w_ih_t + b  # (N, 3H): the input part, then the activated r, z, n
-        gh, h_new = np.empty_like(gates), np.empty_like(h)
-        rh = None if self.reset_after else np.empty_like(h)
-        fast = _accel.kernels(self.dtype)
-        gru_step(gates, h, w_hh_t, b_hh[2 * self.hidden_size :], gh, h_new, rh,
-                 fast.gru_pointwise if fast else gru_pointwise)
-        self._push((x, h, gates, gh[:, 2 * self.hidden_size :] if rh is None else rh))
-        return h_new
-
-    def backward(self, dh):
-        x, h_prev, gates, hn = self._pop()
-        dgi, dgh = np.empty_like(gates), np.empty_like(gates)
-        fast = _accel.kernels(self.dtype)
-        dh_prev = gru_step_backward(dh, h_prev, gates, hn, self.params["weight_hh"], dgi, dgh,
-                                    np.empty_like(h_prev), np.empty_like(h_prev), self.reset_after,
-                                    fast.gru_pointwise_backward if fast else gru_pointwise_backward)
-        return self._weight_grads(x, h_prev, dgi, dgh, None if self.reset_after else hn), dh_prev

@@ -113,7 +113,9 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None):
         dG, dgh, tmp = np.empty_like(G), np.empty_like(G), np.empty((N, P), dtype)
         pointwise = fast.gru_pointwise_backward if fast else cells.gru_pointwise_backward
     for t in range(T - 1, -1, -1):
-        dh += dy[t]  # dh is now dL/dh_t (and dc, for an LSTM, dL/dc_t through step t + 1)
+        dh += dy[t]
+        # dh is now dL/dh_t in full (and, for an LSTM, dc is dL/dc_t through step t + 1): the
+        # one place where a per-step probe of the gradients would read them
         if kind == "rnn":
             cells.rnn_step_backward(dh, H_all[t], w["hh"], cache["act"], dG[t], dh_new, pointwise)
         elif kind == "lstm":
@@ -255,6 +257,7 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
             return (*inference.infer_direction(kind, X, h0, c0, w, lengths, nonlinearity, reverse,
                                                fast), None)
 
+    # the layers x directions loop, the same for both drivers
     hn, cn, layers = [], [], []
     for layer in range(num_layers):
         outs, caches = [], []
