@@ -2,10 +2,10 @@
 
 Buffers are time x features x batch, (T, F, N) (shapes legend in ``cells.py``), so a step's
 product is (gH, K) @ (K, N), the layout OpenBLAS runs fastest at these sizes; training keeps the
-batch-major layout its backward pass needs.  ``recurrent._stack`` runs this driver over layers
-and directions, exactly as it runs the training one; the element-wise math of every step is the
-cells' (``cells.*_pointwise`` on transposed views, or their compiled twins).  Figures:
-docs/performance.md.
+batch-major layout its backward pass needs.  ``recurrent.recurrent_forward`` runs this driver
+over layers and directions in the same loop as the training one; the element-wise math of every
+step is the cells' (``cells.*_pointwise`` on transposed views, or their compiled twins).
+Figures: docs/performance.md.
 
 A padded batch runs sorted by length, longest first (``sort_by_length``), so the sequences still
 running at step t are the first n_t columns and a step computes only those, as torch's packed
