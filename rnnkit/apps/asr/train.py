@@ -25,8 +25,9 @@ from ...train.loop import apply_gradients, schedule
 from ...train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from ...train.progress import Progress, plot_curves
 from ...train.settings import field, from_dict
-from .data import buckets, load_features, pad_batch, pad_targets, read_manifest
-from .decode import error_rates, greedy_decode, prefix_beam_search
+from .data import (AugmentedBatches, PrefetchedBatches, buckets, load_features, pad_batch,
+                   pad_targets, read_manifest)
+from .decode import WordLM, error_rates, greedy_decode, prefix_beam_search
 from .model import BLANK, Alphabet, ModelConfig, SpeechModel
 
 
@@ -54,6 +55,10 @@ class TrainSettings:
     eval_every: int = field(200, "validate and checkpoint every N steps")
     seed: int = field(0, "random seed")
     dtype: str = field("float32", "float32 or float64", choices=("float32", "float64"))
+    augment: str = field("full", "on-the-fly augmentation of the training audio (speed, pitch, "
+                         "tempo, vocal tract, noise, reverb, telephone, SpecAugment) or none",
+                         choices=("full", "none"))
+    augment_workers: int = field(1, "processes preparing augmented batches ahead (0: in the trainer)")
 
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(kind=self.features, n_mels=self.n_mels, deltas=self.deltas,
@@ -113,6 +118,9 @@ class Trainer:
         self.train_feats = load_features(train_items, self.fcfg, workers)
         self.val_feats = load_features(val_items, self.fcfg, workers)
         self.train_targets = [self.alphabet.encode(t) for _, t in train_items]
+        self.batches = None if s.augment == "none" else PrefetchedBatches(AugmentedBatches(
+            train_items, self.train_targets, self.fcfg, s.batch, s.seed, workers=workers), s.augment_workers)
+        self.words = WordLM.from_texts([t for _, t in train_items])  # for word-constrained decoding
         self.val_texts = [t for _, t in val_items]
         self.train_lengths = np.array([len(f) for f in self.train_feats])
         short = int(np.sum(self.train_lengths < np.array([len(t) for t in self.train_targets])))
@@ -133,7 +141,7 @@ class Trainer:
     def config(self) -> dict:
         return {"app": "asr", "settings": asdict(self.s), "model": self.model.cfg.to_json(),
                 "features": self.fcfg.to_json(), "alphabet": self.alphabet.chars,
-                "manifest": self.manifest}
+                "manifest": self.manifest, "words": self.words.to_json()}
 
     def save(self) -> None:
         arrays = {"params": self.model.state_dict(),
@@ -168,9 +176,12 @@ class Trainer:
 
     def train_step(self) -> float:
         s, model = self.s, self.model
-        idx = self.next_batch()
-        x, lengths = pad_batch(self.train_feats, idx)  # (B, T, F)
-        y, ylen = pad_targets(self.train_targets, idx)
+        if self.batches is not None:  # audio augmented afresh: a pure function of (seed, step)
+            x, lengths, y, ylen = self.batches.batch(self.step)
+        else:
+            idx = self.next_batch()
+            x, lengths = pad_batch(self.train_feats, idx)  # (B, T, F)
+            y, ylen = pad_targets(self.train_targets, idx)
         logits = model.forward(x, lengths)  # (B, T, C)
         loss = float(self.ctc.forward(logits, y, lengths, ylen))
         model.backward(self.ctc.backward())
@@ -206,6 +217,8 @@ class Trainer:
             self.save()
         finally:
             bar.close()
+            if self.batches is not None:
+                self.batches.close()
         return {"step": self.step, "best_val_cer": self.best, "last_val_cer": cer, "stopped": stopped,
                 "seconds": self.elapsed}
 
