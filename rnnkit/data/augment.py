@@ -266,10 +266,10 @@ class AugmentConfig:
 
     speed: tuple = (0.9, 1.1)          # speed perturbation, every utterance
     p_pitch: float = 0.4               # pitch perturbation: speed(p) + tempo(1/p)
-    pitch: tuple = (0.85, 1.2)
-    p_tempo: float = 0.4               # tempo perturbation (frame domain)
-    tempo: tuple = (0.85, 1.15)
-    vtlp: tuple = (0.9, 1.1)           # vocal-tract-length warp of the filterbank, every utterance
+    pitch: tuple = (0.8, 1.25)
+    p_tempo: float = 0.5               # tempo perturbation (frame domain); slower more often:
+    tempo: tuple = (0.65, 1.2)         # people speaking to machines are slow
+    vtlp: tuple = (0.85, 1.15)         # vocal-tract-length warp of the filterbank, every utterance
     p_colour: float = 0.5              # random microphone / loudspeaker response
     p_reverb: float = 0.3              # synthetic room
     rt60: tuple = (0.15, 0.7)

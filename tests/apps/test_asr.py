@@ -255,6 +255,10 @@ def test_constrained_search_only_spells_words_of_the_vocabulary():
     # where the acoustics spell vocabulary words the constraint changes nothing
     ids, _ = constrained_beam_search(spell(chars, "one nine one"), chars, lm, beam=8)
     assert "".join(chars[k - 1] for k in ids) == "one nine one"
+    # acoustics that stop inside a word: only whole words come out, never "ni"
+    for spoken in ("one ni", "nin", "o"):
+        ids, _ = constrained_beam_search(spell(chars, spoken, 1), chars, lm, beam=2, prune=-3.0)
+        assert all(w in lm for w in "".join(chars[k - 1] for k in ids).split()), spoken
     with pytest.raises(ValueError, match="characters for"):
         constrained_beam_search(logp, chars[:-1], lm)
 

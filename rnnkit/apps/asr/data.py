@@ -26,8 +26,7 @@ DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "forward",
          "backward", "follow", "learn", "visual", "bed", "bird", "cat", "dog", "happy", "house",
          "tree", "wow", "marvin", "sheila", "don't", "it's", "can't", "we'll", "open", "close"]
-# "oh" is how many people say 0 in a digit string (TIDIGITS writes it so), so it is a digit word
-VOCABS = {"digits": (DIGITS + ["oh"], 1, 7), "words": (WORDS, 1, 4)}
+VOCABS = {"digits": (DIGITS, 1, 7), "words": (WORDS, 1, 4)}
 # accents of espeak-ng's own English voices (the mbrola voices need extra packages)
 ACCENTS = ["en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
            "en-029", "en-us-nyc"]
@@ -327,9 +326,11 @@ def make_data(out: str | Path, n: int, vocab: str | list[str] = "digits", seed: 
 
     Each utterance: random words of the vocabulary (a name in VOCABS, or a list of lower-case
     words; 1-7 digits, 1-4 command words, or ``words_per_utterance`` (lo, hi)) spoken by espeak-ng
-    with a random English accent and voice variant (from ``split``: train, heldout or all), speed 120-230 words/min, pitch 15-85,
-    pitch range x-low..x-high, amplitude 50-150, 0-60 ms extra between words, white noise at a
-    random 20-50 dB SNR, resampled to ``rate``.  The manifest records every choice.
+    with a random English accent and voice variant (from ``split``: train, heldout or all),
+    speed 80-260 words/min (people reading digits to a machine speak slowly), pitch 15-85, pitch
+    range x-low..x-high, amplitude 50-150, in half of the utterances 0-300 ms extra between
+    words, white noise at a random 20-50 dB SNR, resampled to ``rate``.  The manifest records
+    every choice.
     """
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
@@ -349,9 +350,10 @@ def make_data(out: str | Path, n: int, vocab: str | list[str] = "digits", seed: 
         text = " ".join(rng.choice(words, rng.integers(lo, hi + 1)))
         voice = f"{rng.choice(accents)}+{rng.choice(variants)}"
         plan.append(dict(k=k, text=text, voice=voice,
-                         speed=int(rng.integers(120, 231)), pitch=int(rng.integers(15, 86)),
+                         speed=int(rng.integers(80, 261)), pitch=int(rng.integers(15, 86)),
                          range=str(rng.choice(RANGES)), amplitude=int(rng.integers(50, 151)),
-                         gap=int(rng.integers(0, 7)), snr=float(rng.uniform(20, 50)),
+                         gap=int(rng.integers(0, 31)) if rng.uniform() < 0.5 else 0,
+                         snr=float(rng.uniform(20, 50)),
                          noise_seed=int(rng.integers(2**31))))
     (out / "wav").mkdir(parents=True, exist_ok=True)
 

@@ -142,8 +142,8 @@ def constrained_beam_search(logp: np.ndarray, chars: str, lm: WordLM, beam: int 
     is complete.  Each completed word adds alpha * log P(word | previous word) (``order`` 1:
     unigram, 2: bigram, 0: the vocabulary alone) plus beta; by default beta = alpha * the unigram entropy, so that on
     average a word costs nothing and the search is not biased towards fewer or more words.
-    ``chars`` maps label k to ``chars[k - 1]``.  Falls back to the unconstrained search when no
-    prefix survives.  Returns (labels, acoustic + weighted word score).
+    ``chars`` maps label k to ``chars[k - 1]``.  When every surviving prefix ends inside a word,
+    the best one's complete words are returned.  Returns (labels, acoustic + weighted word score).
     """
     logp = np.asarray(logp, np.float64)
     T, C = logp.shape
@@ -212,8 +212,12 @@ def constrained_beam_search(logp: np.ndarray, chars: str, lm: WordLM, beam: int 
 
     scored = [(final(p), p) for p in beams]
     best_score, best = max(scored, key=lambda sp: sp[0])
-    if best_score == NEG:
-        return prefix_beam_search(logp, beam, blank, prune)
+    if best_score == NEG:  # every prefix ends inside a word: keep the best one's complete words
+        best = max(beams, key=lambda p: _lse(*beams[p]) + ctx[p][2])
+        best_score = _lse(*beams[best]) + ctx[best][2]
+        best = best[: len(best) - len(ctx[best][1])]
+        while best and best[-1] == space:
+            best = best[:-1]
     return list(best), best_score
 
 
