@@ -11,7 +11,7 @@ from pathlib import Path
 # a new application whose model ``rnnkit.interop.onnx.EXPORTERS`` knows adds one entry here
 LOADERS = {
     "lm": "rnnkit.apps.lm.train:load_model",
-    "forecast": "rnnkit.apps.forecast.train:load_model",
+    "forecast": "rnnkit.apps.forecast.models:load_model",
 }
 
 

@@ -80,7 +80,7 @@ def test_learns_a_noiseless_seasonal_series():
     """Trend + two harmonics: seasonal naive is off by 12 * slope at every step (MASE 1)."""
     data = one_series(seasonal_trend(132))
     s = ForecastSettings(horizon=12, hidden=8, epochs=20, patience=5, ensemble=1, seed=1)
-    summary, _ = backtest(data, s, folds=1)
+    summary, _ = backtest(data, s, folds=1, references=())
     assert _mase(summary, "seasonal_naive") == pytest.approx(1.0)
     assert _mase(summary, "model") < 0.1
 
@@ -107,10 +107,10 @@ def test_backtest_does_not_leak_the_future():
     """Corrupting every value after fold 1's origin leaves fold 1's forecasts bit-identical."""
     y = seasonal_trend(90, noise=1.0)
     s = ForecastSettings(horizon=6, **TINY)
-    _, clean = backtest(one_series(y), s, folds=2)
+    _, clean = backtest(one_series(y), s, folds=2, references=())
     y_bad = y.copy()
     y_bad[90 - 12:] += 1e4 * np.arange(1, 13)  # fold 1's origin is 2 * 6 before the end
-    _, dirty = backtest(one_series(y_bad), s, folds=2)
+    _, dirty = backtest(one_series(y_bad), s, folds=2, references=())
     f1_clean, f1_dirty = clean[0], dirty[0]
     assert f1_clean["fold"] == f1_dirty["fold"] == 1 and f1_clean["origin"] == 90 - 12
     for key in ("mean", "lower_80", "upper_80", "lower_95", "upper_95"):
@@ -130,18 +130,22 @@ def test_training_targets_never_reach_validation_targets():
 
 def test_backtest_summary_and_baselines():
     y = seasonal_trend(80, noise=0.5)
-    summary, forecasts = backtest(one_series(y), ForecastSettings(horizon=4, **TINY), folds=3)
+    summary, forecasts = backtest(one_series(y), ForecastSettings(horizon=4, **TINY), folds=3,
+                                  references=())
     assert {k: summary[k] for k in ("horizon", "folds", "season")} == {"horizon": 4, "folds": 3,
                                                                          "season": 12}
-    assert set(summary["model"]) == {"mae", "rmse", "smape", "mase", "coverage_80", "coverage_95"}
-    for name in ("naive", "seasonal_naive", "drift"):
-        assert set(summary[name]) == {"mae", "rmse", "smape", "mase"}
+    assert set(summary["model"]) == {"mae", "rmse", "smape", "mase", "owa", "coverage_80",
+                                     "coverage_95", "msis", "pinball"}
+    for name in ("naive", "seasonal_naive", "drift", "naive2"):
+        assert set(summary[name]) == {"mae", "rmse", "smape", "mase", "owa"}
+    assert summary["naive2"]["owa"] == pytest.approx(1.0)
     # naive by hand, averaged over the three folds
     expect = np.mean([np.mean(np.abs(y[o:o + 4] - y[o - 1])) for o in (68, 72, 76)])
     assert summary["naive"]["mae"] == pytest.approx(expect)
     assert [f["origin"] for f in forecasts] == [68, 72, 76]
     with pytest.raises(ValueError, match="needs at least"):
-        backtest(one_series(y[:17]), ForecastSettings(horizon=4, **TINY), folds=3)  # 18 needed
+        backtest(one_series(y[:17]), ForecastSettings(horizon=4, **TINY), folds=3,
+                 references=())  # 18 needed
 
 
 def test_max_time_stops_training_early():
@@ -167,7 +171,7 @@ def test_one_global_model_for_many_series_keeps_each_scale(tmp_path):
     np.testing.assert_allclose(fc[1]["mean"], 1000 * fc[0]["mean"], rtol=1e-4)
     np.testing.assert_allclose(fc[1]["sd"], 1000 * fc[0]["sd"], rtol=1e-4)
     np.testing.assert_allclose(fc[2]["mean"], fc[0]["mean"] - 50, rtol=1e-4)
-    summary, _ = backtest(data, ForecastSettings(horizon=6, **TINY), folds=2)
+    summary, _ = backtest(data, ForecastSettings(horizon=6, **TINY), folds=2, references=())
     assert summary["series"] == 3
 
 
@@ -199,7 +203,8 @@ def test_covariates_and_windows(tmp_path):
 
 # ----------------------------------------------------------------------------- command line
 
-CLI_TINY = ["--hidden", "6", "--epochs", "3", "--patience", "2", "--ensemble", "1", "--quiet"]
+CLI_TINY = ["--hidden", "6", "--epochs", "3", "--patience", "2", "--ensemble", "1", "--quiet",
+            "--es-epochs", "2"]
 
 
 def test_cli_backtest_json(tmp_path, capsys):

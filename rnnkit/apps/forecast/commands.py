@@ -15,7 +15,8 @@ from ...train.progress import plot_curves
 from ...train.settings import add_options, from_options
 from .backtest import backtest, format_table
 from .plot import plot_forecasts
-from .train import Deadline, Forecaster, ForecastSettings
+from .models import build_forecaster, load_forecaster
+from .train import Deadline, ForecastSettings
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -51,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _data_options(p)
     _model_options(p)
     p.add_argument("--folds", type=int, default=3, help="rolling-origin folds (default: 3)")
+    p.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score damped-trend ETS and Theta on the same folds when "
+                        "statsforecast or statsmodels is installed (default: yes)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="draw the folds' forecasts over the history (needs matplotlib)")
@@ -126,7 +130,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         log(f"rnnkit forecast backtest: {_describe(data)}, {args.folds} folds of horizon "
             f"{settings.horizon}")
     summary, forecasts = backtest(data, settings, folds=args.folds, max_time=settings.max_time,
-                                  log=log)
+                                  log=log, references=None if args.references else ())
     if args.json:
         print(json.dumps(summary))
     else:
@@ -152,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = _log(args)
     if log:
         log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}")
-    model = Forecaster(settings, data.freq, len(data.covariates))
+    model = build_forecaster(settings, data.freq, len(data.covariates))
     info = model.fit(data, deadline=Deadline(settings.max_time), log=log)
     options = {"target": args.target, "time_col": data.time_col, "id_col": args.id_col,
                "covariates": list(data.covariates), "fill": args.fill}
@@ -175,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model, options = Forecaster.load(args.model)
+    model, options = load_forecaster(args.model)
     data = read_series_csv(args.csv, options["target"], time_col=options["time_col"],
                            id_col=options["id_col"], covariates=options["covariates"],
                            fill=args.fill if args.fill is not None else options["fill"])

@@ -71,6 +71,17 @@ class ForecastSettings:
     loss: str = field("nll", "point loss: nll, or mse / mae for the mean with nll for the variance",
                       choices=("nll", "mse", "mae"))
     linear_init: bool = field(True, "start the head's linear path at the ridge-regression forecast")
+    model: str = field("direct", "esrnn: per-series exponential smoothing learned jointly with a "
+                                 "global RNN (Smyl's M4 winner); direct: an RNN over scaled "
+                                 "windows with a Gaussian head", choices=("esrnn", "direct"))
+    es_epochs: int = field(20, "ES-RNN: passes over the series per ensemble member")
+    es_lr: float = field(3e-3, "ES-RNN: peak learning rate (Adam, warm-up then cosine decay)")
+    es_batch: int = field(32, "ES-RNN: series per batch")
+    es_penalty: float = field(50.0, "ES-RNN: level-variability penalty (smoothness of the level)")
+    es_weighting: bool = field(False, "ES-RNN: weigh each series' loss by its level over its MASE "
+                                      "denominator")
+    es_last_epochs: int = field(3, "ES-RNN: the parameters of this many last epochs join the "
+                                   "ensemble")
 
     def check(self) -> None:
         if self.horizon is None or self.horizon < 1:
@@ -92,6 +103,13 @@ class ForecastSettings:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and self.clip > 0):
             raise ValueError("--lr and --clip must be > 0")
+        for name in ("es_epochs", "es_batch", "es_last_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not (self.es_lr > 0 and self.es_penalty >= 0):
+            raise ValueError("--es-lr must be > 0 and --es-penalty >= 0")
+        if self.model not in ("esrnn", "direct"):
+            raise ValueError(f"--model must be esrnn or direct, got {self.model!r}")
         if self.max_time is not None and self.max_time <= 0:
             raise ValueError(f"--max-time must be > 0, got {self.max_time}")
 
