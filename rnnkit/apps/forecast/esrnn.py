@@ -70,8 +70,8 @@ def sigmoid(x):
 
 
 def default_context(season: int, horizon: int) -> int:
-    """Smyl's input windows: one season where there is one (m > 1), else horizon + 1."""
-    return season if season > 1 else horizon + 1
+    """The input window: horizon + 1 values, and at least two seasons where there is one."""
+    return max(2 * season, horizon + 1) if season > 1 else horizon + 1
 
 
 def min_length(context: int) -> int:
@@ -540,7 +540,8 @@ class ESRNNForecaster:
         model, rows = self._model_for(data)
         shifts = np.array([self.shifts[r] if r >= 0 else shift_of(x.values)
                            for x, r in zip(data.series, rows)])
-        ok = [k for k, x in enumerate(data.series) if len(x) >= self.context and self.members]
+        need = min_length(self.context)  # as in training: shorter series get the fallback
+        ok = [k for k, x in enumerate(data.series) if len(x) >= need and self.members]
         out: dict[int, dict] = {}
         if ok:
             series = [np.maximum(data.series[k].values + shifts[k], 1e-12) for k in ok]
