@@ -29,7 +29,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from rnnkit.apps.asr.data import make_data  # noqa: E402
-from rnnkit.apps.asr.train import Trainer, TrainSettings, evaluate_manifest  # noqa: E402
+from rnnkit.apps.asr.train import ASRSettings, ASRTask, load_model  # noqa: E402
+from rnnkit.train.engine import fit  # noqa: E402
 
 
 def load() -> str:
@@ -79,17 +80,17 @@ def klettres_run(work: Path, args) -> list:
     data = work / "klettres-synth"
     if not (data / "manifest.jsonl").exists():
         make_data(data, args.klettres_n, vocab, 4, "all", words_per_utterance=(1, 1))
-    s = TrainSettings(steps=args.steps, max_time=args.klettres_time, eval_every=args.eval_every)
-    t = Trainer(s, data / "manifest.jsonl", work / "model-klettres", progress=False, overwrite=True)
-    if args.clock == "cpu":
-        t.clock = time.process_time
-    summary = t.run()
+    s = ASRSettings(steps=args.steps, eval_every=args.eval_every)
+    t = ASRTask(s, data / "manifest.jsonl")
+    shutil.rmtree(work / "model-klettres", ignore_errors=True)
+    summary = fit(t, s, work / "model-klettres", max_time=args.klettres_time, progress=False,
+                  clock=time.process_time if args.clock == "cpu" else time.monotonic)
     print(f"klettres vocabulary ({len(vocab)} items): trained {summary['step']} steps on "
-          f"{len(t.train_feats)} espeak-ng utterances, best val CER {summary['best_val_cer']:.4f}",
+          f"{len(t.train_feats)} espeak-ng utterances, best val CER {summary['best']:.4f}",
           flush=True)
     rows = []
     for beam in (1, args.beam):
-        r = evaluate_manifest(work / "model-klettres", manifest, beam)
+        r = load_model(work / "model-klettres").evaluate(manifest, beam)
         rows.append((f"klettres-data letters + words, human ({why})",
                      "greedy" if beam == 1 else f"beam {beam}", r))
     return rows
@@ -105,26 +106,26 @@ def digits_run(work: Path, args) -> list:
     print(f"data: {time.monotonic() - t0:.0f} s; load {load()}", flush=True)
 
     kw = {k: v for k, v in dict(hidden=args.hidden, layers=args.layers).items() if v is not None}
-    s = TrainSettings(cell=args.cell, steps=args.steps, max_time=args.max_time,
-                      eval_every=args.eval_every, **kw)
-    t = Trainer(s, work / "train" / "manifest.jsonl", work / "model", progress=False, overwrite=True)
-    if args.clock == "cpu":  # shared cores: count the CPU time this process got, not wall time
-        t.clock = time.process_time
+    s = ASRSettings(cell=args.cell, steps=args.steps, eval_every=args.eval_every, **kw)
+    t = ASRTask(s, work / "train" / "manifest.jsonl")
+    shutil.rmtree(work / "model", ignore_errors=True)
     wall0, cpu0 = time.monotonic(), time.process_time()
     print(f"training {s.cell} {s.layers}x{s.hidden}, {t.model.num_parameters():,} parameters, "
           f"{len(t.train_feats)} utterances; load {load()}", flush=True)
-    summary = t.run()
+    # shared cores: --clock cpu counts the CPU time this process got, not wall time
+    summary = fit(t, s, work / "model", max_time=args.max_time, progress=False,
+                  clock=time.process_time if args.clock == "cpu" else time.monotonic)
     print(f"trained {summary['step']} steps in {time.monotonic() - wall0:.0f} s wall, "
           f"{time.process_time() - cpu0:.0f} s CPU, best val CER "
-          f"{summary['best_val_cer']:.4f}; load {load()}", flush=True)
-    for row in t.history["val_step"][:: max(len(t.history["val_step"]) // 12, 1)]:
-        k = t.history["val_step"].index(row)
-        print(f"  step {row:6d}  val CER {t.history['val_cer'][k]:.4f}")
+          f"{summary['best']:.4f}; load {load()}", flush=True)
+    h = summary["run"].history
+    for k in range(0, len(h["eval_step"]), max(len(h["eval_step"]) // 12, 1)):
+        print(f"  step {h['eval_step'][k]:6d}  val CER {h['eval']['cer'][k]:.4f}")
 
     rows = []
     for name in ("heldout", "train-voices-test"):
         for beam in (1, args.beam):
-            r = evaluate_manifest(work / "model", work / name / "manifest.jsonl", beam)
+            r = load_model(work / "model").evaluate(work / name / "manifest.jsonl", beam)
             rows.append((f"digits, {name} voices", "greedy" if beam == 1 else f"beam {beam}", r))
     return rows
 

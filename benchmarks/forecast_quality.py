@@ -15,7 +15,7 @@ each trained only on the values before its origin) and fits, on exactly the same
 
 It prints MASE and sMAPE (M4 definitions, mean over folds and then over series) of rnnkit, naive,
 seasonal naive, drift, ETS and ARIMA, one row per series, plus an ablation: "linear", rnnkit's
-linear path alone (``--epochs 0``: the ridge forecast the network starts from)::
+linear path alone (``--no-recurrent``: the ridge forecast the network starts from)::
 
     python benchmarks/forecast_quality.py                  # every bundled series, 5 folds
     python benchmarks/forecast_quality.py --series nile,co2 --folds 2
@@ -142,7 +142,7 @@ def evaluate(name: str, folds: int, settings_kw: dict) -> dict:
     seconds = time.process_time() - start
     # the ablation: the network's linear path alone (ridge, no recurrent training)
     _, linear = backtest(data, ForecastSettings(horizon=horizon, season=season,
-                                                **{**settings_kw, "epochs": 0}), folds=folds)
+                                                **{**settings_kw, "recurrent": False}), folds=folds)
     linear = {(f["fold"], f["id"]): f["mean"] for f in linear}
     series = {s.id: s for s in data.series}
     scores = {k: {} for k in ("rnnkit", "linear", *BASELINES, "ets", "arima")}  # name -> id -> [(mase, smape)]
@@ -182,7 +182,7 @@ def print_table(rows: list[dict], folds: int) -> None:
             n = f"{r['n']}" if r["count"] == 1 else f"{r['count']}x{r['n'] // r['count']}"
             print(f"| {r['series']:<10} | {n:>6} | {r['horizon']:>2} | {r['season']:>2} | "
                   + " | ".join(f"{c:>7}" for c in cells) + " |")
-    print("\nlinear: rnnkit's linear path alone (--epochs 0: the ridge forecast, no recurrent "
+    print("\nlinear: rnnkit's linear path alone (--no-recurrent: the ridge forecast, no recurrent "
           "training)")
     print("\nrnnkit interval coverage (nominal 80% / 95%) and training CPU seconds per backtest:")
     for r in rows:

@@ -113,19 +113,20 @@ def main() -> int:
         subprocess.run(cmd, check=True)
         print(f"# trained for {(time.time() - t0) / 60:.1f} min (wall, including validation)")
     elif not args.skip_train:
-        from rnnkit.apps.lm.train import Trainer, TrainSettings
+        from rnnkit.apps.lm.train import LMSettings, LMTask
+        from rnnkit.train.engine import fit
         shutil.rmtree(args.out, ignore_errors=True)
         if args.extra:
             ap.error("--clock cpu takes no extra options")
-        trainer = Trainer(TrainSettings(max_time=args.minutes * 60), args.out,
-                          explicit={"max_time"}, progress=False)
-        trainer.clock = time.process_time
+        settings = LMSettings()
         print(f"# in-process `rnnkit lm train --max-time {args.minutes * 60:g}` with CPU-time clock, "
               "1 BLAS thread", flush=True)
         t0, c0 = time.time(), time.process_time()
-        summary = trainer.run()
+        summary = fit(LMTask(settings), settings, args.out, max_time=args.minutes * 60,
+                      fit_to_time=True, progress=False, clock=time.process_time)
+        chars = summary["steps_per_second"] * settings.batch * settings.seq_len
         print(f"# {summary['step']} steps, {(time.process_time() - c0) / 60:.1f} CPU min, "
-              f"{(time.time() - t0) / 60:.1f} wall min, {summary['tokens_per_second']:,.0f} chars per "
+              f"{(time.time() - t0) / 60:.1f} wall min, {chars:,.0f} chars per "
               f"CPU second; load average {os.getloadavg()[0]:.1f}")
     model, vocab, s = load_model(args.out)
     text, _ = load_corpus(None)

@@ -28,9 +28,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from rnnkit.apps.seq2seq.commands import evaluate  # noqa: E402
 from rnnkit.apps.seq2seq.data import make_dates, make_numbers, read_trans_de_en  # noqa: E402
-from rnnkit.apps.seq2seq.train import Trainer, TrainSettings, load_model  # noqa: E402
+from rnnkit.apps.seq2seq.train import TranslateSettings, TranslateTask, load_model  # noqa: E402
+from rnnkit.train.engine import fit  # noqa: E402
 
 TASKS = {
     # settings of `rnnkit translate train` per task (the CLI flags are the field names)
@@ -70,14 +70,14 @@ def main() -> None:
     rows = []
     for task in args.tasks:
         train, test = data(task)
-        settings = TrainSettings(max_time=args.minutes * 60, **TASKS[task])
+        settings = TranslateSettings(**TASKS[task])
         t0 = time.monotonic()
-        trainer = Trainer(settings, train, work / task, progress=True, overwrite=True)
-        summary = trainer.run()
+        summary = fit(TranslateTask(settings, train), settings, work / task,
+                      max_time=args.minutes * 60)
         minutes = (time.monotonic() - t0) / 60
-        model, sv, tv, config = load_model(work / task)
-        greedy, _ = evaluate(model, sv, tv, test, 1, config["max_len"])
-        beam, _ = evaluate(model, sv, tv, test, args.beam, config["max_len"])
+        translator = load_model(work / task)
+        greedy, _ = translator.evaluate(test, 1)
+        beam, _ = translator.evaluate(test, args.beam)
         row = {"task": task, "train_pairs": len(train), "test_pairs": len(test),
                "steps": summary["step"], "train_minutes": round(minutes, 1),
                "greedy": greedy, f"beam{args.beam}": beam, "settings": TASKS[task]}

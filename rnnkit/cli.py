@@ -1,4 +1,5 @@
-"""``rnnkit <app> <verb>``: a thin dispatcher.  Errors reach the user as one line, exit status 1.
+"""``rnnkit <app> <verb>``: a thin dispatcher.  Errors reach the user as one line, exit status 1
+(2 for a command line argparse cannot parse), 130 when interrupted.
 
 Each application module has ``register(subparsers)`` adding its verbs, each verb's parser
 carrying ``run=function(args) -> exit status``.
@@ -14,13 +15,20 @@ import sys
 from . import __version__
 
 APPS = ("rnnkit.apps.lm.commands", "rnnkit.apps.forecast.commands", "rnnkit.apps.seq2seq.commands",
-        "rnnkit.apps.asr.commands", "rnnkit.interop.commands")
+        "rnnkit.apps.asr.commands", "rnnkit.apps.classify.commands", "rnnkit.tools.export")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``rnnkit lm train: error: ... (see --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks in NumPy.")
+    parser = Parser(prog="rnnkit", description="Recurrent networks in NumPy.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("RNNKIT_THREADS", 1)),
+    parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads (default 1, or $RNNKIT_THREADS): the per-step matrices "
                              "are small, and threads that share cores with other work spin and "
                              "slow everything down; raise it on an idle machine for large models")
@@ -36,10 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def threads(option: int | None) -> int:
+    """--threads, else $RNNKIT_THREADS, else 1; a whole number >= 1."""
+    if option is not None:
+        value, where = option, "--threads"
+    else:
+        raw, where = os.environ.get("RNNKIT_THREADS", "1"), "RNNKIT_THREADS"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"RNNKIT_THREADS must be a whole number >= 1, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{where} must be >= 1, got {value}")
+    return value
+
+
 def blas_threads(n: int):
     """Limit the BLAS thread pools to n threads (needs threadpoolctl, the `cli` extra)."""
-    if n < 1:
-        raise ValueError(f"--threads must be >= 1, got {n}")
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -50,7 +71,7 @@ def blas_threads(n: int):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with blas_threads(args.threads):
+        with blas_threads(threads(args.threads)):
             return args.run(args)
     except (ValueError, OSError) as exc:
         print(f"rnnkit: error: {exc}", file=sys.stderr)

@@ -6,22 +6,12 @@ the same folder, then a rename).  The graphs (N and T dynamic)::
     RNN / LSTM / GRU layer      inputs   x (N, T, I) float32, lengths (N,) int32
                                          [h0 (L*D, N, H) [, c0] with initial_state=True]
                                 outputs  y (N, T, D*H), h_n (L*D, N, H) [, c_n for an LSTM]
-    language model              inputs   ids (N, T) int64, h0 (L, N, H) [, c0 for an LSTM]
-    (rnnkit.apps.lm)            outputs  logits (N, T, V), h_n (L, N, H) [, c_n]
-    forecasting network         inputs   x (N, T, F) float32, extra (N, E) float32 (scaled)
-    (ForecastNet)               outputs  mean (N, H), var (N, H) (scaled units)
-    forecaster: the ensemble    inputs   context (N, C) float64, scale (N,) float64
-    with scaling, calibration            [, calendar (N, C+H, 2c)] [, covariates (N, C, k)]
-    (Forecaster)                outputs  mean, sd, lower_80, upper_80, lower_95, upper_95
-                                         (N, H) float64, in the series' units
 
 with the semantics of ``layer.forward(x, state, lengths)``: padded steps (t >= lengths[n]) of y
 are 0, the state is the one at each sequence's last valid step, and the reverse direction runs
 over the valid part only (the operators' ``sequence_lens``).  Pass ``lengths = T`` for full rows.
-A forecaster's graph is ``Forecaster.forecast`` after the part that needs each whole series
-(``Forecaster.onnx_inputs(data)`` makes its feeds; see ``_build_forecaster``); its scaling and
-mixing run in float64, its networks in float32, and the file's metadata_props record context,
-horizon, frequency and season.
+Whole models (a language model, a forecaster, a classifier) are registered by their
+applications (``rnnkit/apps/<app>/export.py``), which describe their graphs.
 
 How the graph is laid out (see shared INTEROP.md for the verified facts):
 
@@ -37,9 +27,10 @@ How the graph is laid out (see shared INTEROP.md for the verified facts):
 onnxruntime's CPU kernels for these operators compute in float32, so the networks are float32;
 a float64 module is exported with its weights rounded to float32.
 
-A new model kind plugs in by adding one builder to ``EXPORTERS`` (keyed by the class's qualified
-name): a function ``(graph, model, options)`` that declares its inputs and outputs and adds its
-nodes with ``recurrent_stack`` and the ``Graph`` helpers.
+A new model kind plugs in with ``register_exporter(cls, builder)``: a function ``(graph, model,
+options)`` that declares its inputs and outputs and adds its nodes with ``recurrent_stack`` and
+the ``Graph`` helpers.  This module never imports an application; an application's export
+module registers its builders when the application is imported.
 """
 from __future__ import annotations
 
@@ -51,7 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..nn import GRU, LSTM
+from ..nn import GRU, LSTM, RNN
 from .gates import permutation, permute_blocks
 
 DEFAULT_OPSET = 17
@@ -229,152 +220,25 @@ def _build_recurrent(g: Graph, layer, options: dict) -> None:
         g.output("c_n", c_n, T.FLOAT, [LD, "N", H])
 
 
-def _build_language_model(g: Graph, model, options: dict) -> None:
-    """ids -> Embedding -> recurrent stack -> Linear; dropout is the identity at inference."""
-    T = g.onnx.TensorProto
-    rnn, cfg = model.rnn, model.cfg
-    L, H, V = rnn.num_layers, rnn.hidden_size, cfg.vocab_size
-    ids = g.input("ids", T.INT64, ["N", "T"])
-    h0 = g.input("h0", T.FLOAT, [L, "N", H])
-    c0 = g.input("c0", T.FLOAT, [L, "N", H]) if _kind(rnn) == "lstm" else ""
-    ids_tm = g.op("Transpose", [ids], base="ids_tm", perm=[1, 0])  # (T, N)
-    emb = g.const("embed_weight", np.asarray(model.embed.params["weight"], np.float32))
-    x_tm = g.op("Gather", [emb, ids_tm], base="embedded", axis=0)  # (T, N, E)
-    y_tm, h_n, c_n = recurrent_stack(g, rnn, x_tm, "", h0, c0)
-    head = model.head.params
-    logits = g.op("MatMul", [y_tm, g.const("head_weight_t",
-                                           np.asarray(head["weight"], np.float32).T)], base="head")
-    if "bias" in head:
-        logits = g.op("Add", [logits, g.const("head_bias", np.asarray(head["bias"], np.float32))],
-                      base="head_bias_add")
-    logits = g.op("Transpose", [logits], base="logits_bf", perm=[1, 0, 2])  # (N, T, V)
-    g.output("logits", logits, T.FLOAT, ["N", "T", V])
-    g.output("h_n", h_n, T.FLOAT, [L, "N", H])
-    if c_n is not None:
-        g.output("c_n", c_n, T.FLOAT, [L, "N", H])
+def qualname(cls: type) -> str:
+    """The key of a class in the registries: ``module.QualifiedName``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _forecast_net(g: Graph, net, x_tm: str, extra: str, prefix: str = "") -> tuple[str, str]:
-    """One ForecastNet's nodes: x_tm (T, N, F) and extra (N, E) -> recurrent stack -> [last
-    output, extra] -> Linear -> mean (N, H), var = softplus(raw) + var_floor (N, H)."""
-    H = net.cfg.horizon
-    y_tm, _, _ = recurrent_stack(g, net.rnn, x_tm, prefix=f"{prefix}rnn")
-    last = g.op("Gather", [y_tm, g.shared("index_m1", np.array(-1, np.int64))],
-                base=f"{prefix}last_h", axis=0)  # (N, hidden): the output at the last step
-    u = g.op("Concat", [last, extra], base=f"{prefix}head_input", axis=1)  # (N, hidden + E)
-    head = net.head.params
-    o = g.op("MatMul", [u, g.const(f"{prefix}head_weight_t",
-                                   np.asarray(head["weight"], np.float32).T)], base=f"{prefix}head")
-    o = g.op("Add", [o, g.const(f"{prefix}head_bias", np.asarray(head["bias"], np.float32))],
-             base=f"{prefix}head_out")  # (N, 2H)
-    mean, raw = g.op("Split", [o, g.shared(f"split_{H}_{H}", np.array([H, H], np.int64))],
-                     base=f"{prefix}split", n_out=2, axis=1)
-    var = g.op("Add", [g.op("Softplus", [raw], base=f"{prefix}softplus"),
-                       g.const(f"{prefix}var_floor", np.array(net.cfg.var_floor, np.float32))],
-               base=f"{prefix}variance")
-    return mean, var
-
-
-def _build_forecast_net(g: Graph, net, options: dict) -> None:
-    """The forecaster's network alone, on scaled inputs: x (N, T, F), extra (N, E) -> mean, var."""
-    T = g.onnx.TensorProto
-    cfg, H = net.cfg, net.cfg.horizon
-    x = g.input("x", T.FLOAT, ["N", "T", cfg.input_size])
-    extra = g.input("extra", T.FLOAT, ["N", cfg.extra_size])
-    x_tm = g.op("Transpose", [x], base="x_tm", perm=[1, 0, 2])  # (T, N, F)
-    mean, var = _forecast_net(g, net, x_tm, extra)
-    g.output("mean", mean, T.FLOAT, ["N", H])
-    g.output("var", var, T.FLOAT, ["N", H])
-
-
-def _build_forecaster(g: Graph, fc, options: dict) -> None:
-    """A whole forecaster (``rnnkit.apps.forecast.train.Forecaster``): window inputs in original
-    units -> scaling -> every member -> mixture -> calibration -> forecasts in original units.
-
-    The graph repeats ``assemble`` and ``Forecaster.forecast``: z = (context - level) / scale,
-    x = [z, calendar of the context, covariates], extra = [z, future calendar]; the members'
-    Gaussians combine as an equal mixture (mean of means; mean of second moments minus the
-    squared mean, at least the smallest variance), the variance is multiplied by var_scale and
-    mean = level + scale * mean_z, sd = scale * sqrt(var).  Scaling and mixing run in float64
-    (a series at level 1e6 with steps of 1 keeps its digits), the networks in float32.
-    """
-    from ..apps.forecast.train import Z80, Z95
-
-    if not fc.nets:
-        raise ValueError("cannot export an untrained forecaster: it has no networks")
-    T = g.onnx.TensorProto
-    C, H = fc.context, fc.horizon
-    shapes = {"context": ["N", C], "scale": ["N"], "covariates": ["N", C, fc.n_covariates],
-              "calendar": ["N", C + H, 2 * fc.freq.calendar_size]}
-    inp = {name: g.input(name, T.DOUBLE, shapes[name]) for name in fc.input_names}
-
-    def steps(source, start, stop, base):  # source[:, start:stop]
-        return g.op("Slice", [source, g.const(f"{base}_start", np.array([start], np.int64)),
-                              g.const(f"{base}_stop", np.array([stop], np.int64)),
-                              g.shared("axis1", np.array([1], np.int64))], base=base)
-
-    level = steps(inp["context"], C - 1, C, "level")  # (N, 1): the last context value
-    scale = g.op("Unsqueeze", [inp["scale"], g.shared("axis1", np.array([1], np.int64))],
-                 base="scale_col")  # (N, 1)
-    z = g.op("Div", [g.op("Sub", [inp["context"], level], base="change"), scale], base="z64")
-    z = g.op("Cast", [z], base="z", to=T.FLOAT)  # (N, C)
-    x = [g.op("Unsqueeze", [z, g.shared("axis2", np.array([2], np.int64))], base="z_steps")]
-    extra = [z]
-    if "calendar" in inp:
-        cal = g.op("Cast", [inp["calendar"]], base="calendar32", to=T.FLOAT)  # (N, C + H, 2c)
-        x.append(steps(cal, 0, C, "calendar_context"))  # (N, C, 2c)
-        extra.append(g.op("Reshape", [steps(cal, C, C + H, "calendar_future"),
-                                      g.shared("shape_0m1", np.array([0, -1], np.int64))],
-                          base="calendar_future_flat"))  # (N, H * 2c)
-    if "covariates" in inp:
-        x.append(g.op("Cast", [inp["covariates"]], base="covariates32", to=T.FLOAT))  # (N, C, k)
-    x = g.op("Concat", x, base="x", axis=2) if len(x) > 1 else x[0]  # (N, C, F)
-    extra = g.op("Concat", extra, base="extra", axis=1) if len(extra) > 1 else extra[0]  # (N, E)
-    x_tm = g.op("Transpose", [x], base="x_tm", perm=[1, 0, 2])  # (C, N, F)
-
-    means, variances = [], []
-    for k, net in enumerate(fc.nets):
-        mean_k, var_k = _forecast_net(g, net, x_tm, extra, prefix=f"member{k}_")
-        means.append(g.op("Cast", [mean_k], base=f"member{k}_mean64", to=T.DOUBLE))
-        variances.append(g.op("Cast", [var_k], base=f"member{k}_var64", to=T.DOUBLE))
-    count = g.const("members", np.array(len(fc.nets), np.float64))
-    m = g.op("Div", [g.op("Sum", means, base="mean_sum"), count], base="mean_z")
-    second = [g.op("Add", [v, g.op("Mul", [mu, mu], base=f"member{k}_mean_sq")],
-                   base=f"member{k}_second") for k, (mu, v) in enumerate(zip(means, variances))]
-    second = g.op("Div", [g.op("Sum", second, base="second_sum"), count], base="second")
-    var = g.op("Sub", [second, g.op("Mul", [m, m], base="mean_z_sq")], base="mixture_var")
-    var = g.op("Max", [var, g.op("Min", variances, base="min_var")], base="var_z")
-    var = g.op("Mul", [var, g.const("var_scale", np.asarray(fc.var_scale, np.float64))],
-               base="var_calibrated")
-    mean = g.op("Add", [level, g.op("Mul", [scale, m], base="scaled_mean")], base="mean_y")
-    sd = g.op("Mul", [g.op("Sqrt", [var], base="sd_z"), scale], base="sd_y")
-    g.output("mean", mean, T.DOUBLE, ["N", H])
-    g.output("sd", sd, T.DOUBLE, ["N", H])
-    for level_name, q in (("80", Z80), ("95", Z95)):  # the intervals mean -/+ q sd
-        half = g.op("Mul", [sd, g.const(f"z{level_name}", np.array(q, np.float64))],
-                    base=f"half_{level_name}")
-        for side, op in (("lower", "Sub"), ("upper", "Add")):
-            name = f"{side}_{level_name}"
-            g.output(name, g.op(op, [mean, half], base=f"{name}_y"), T.DOUBLE, ["N", H])
-    g.metadata.update({"rnnkit.model": "forecaster", "context": str(C), "horizon": str(H),
-                       "frequency": json.dumps(fc.freq.to_json()), "season": str(fc.season),
-                       "members": str(len(fc.nets)), "inputs": ", ".join(fc.input_names)})
-
-
-# class (module.qualname) -> builder; a new model kind adds one entry
+# class (module.qualname) -> builder; the layers are here, an application registers its models
+# (`register_exporter`, from the application's own export module)
 EXPORTERS: dict[str, Callable[[Graph, Any, dict], None]] = {
-    "rnnkit.nn.recurrent.RNN": _build_recurrent,
-    "rnnkit.nn.recurrent.LSTM": _build_recurrent,
-    "rnnkit.nn.recurrent.GRU": _build_recurrent,
-    "rnnkit.apps.lm.model.LanguageModel": _build_language_model,
-    "rnnkit.apps.forecast.model.ForecastNet": _build_forecast_net,
-    "rnnkit.apps.forecast.train.Forecaster": _build_forecaster,
-}
+    qualname(cls): _build_recurrent for cls in (RNN, LSTM, GRU)}
+
+
+def register_exporter(cls: type, builder: Callable[[Graph, Any, dict], None]) -> None:
+    """Let ``export`` write instances of ``cls`` with ``builder(graph, model, options)``."""
+    EXPORTERS[qualname(cls)] = builder
 
 
 def _builder(module):
     for cls in type(module).__mro__:
-        fn = EXPORTERS.get(f"{cls.__module__}.{cls.__qualname__}")
+        fn = EXPORTERS.get(qualname(cls))
         if fn is not None:
             return fn
     raise ValueError(f"ONNX export does not support {type(module).__name__}; supported: "
@@ -406,8 +270,8 @@ def to_onnx(module, opset: int | None = None, *, initial_state: bool = False):
 
 def export(module, path: str | os.PathLike, opset: int | None = None, *,
            initial_state: bool = False) -> Path:
-    """Write ``module`` (an RNN / LSTM / GRU layer, a language model, a forecasting network or a
-    whole ``Forecaster``) as an ONNX file.
+    """Write ``module`` (an RNN / LSTM / GRU layer, or a model an application registered: a
+    language model, a forecaster, a classifier) as an ONNX file.
 
     opset: ONNX operator set, default 17, at least 14.  initial_state (layers only): add h0
     (and c0) inputs; a language model always has them, since generation carries its state.

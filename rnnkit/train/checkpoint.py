@@ -53,7 +53,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["load_checkpoint", "rng_from_state", "rng_state", "save_checkpoint"]
+__all__ = ["load_checkpoint", "rng_from_state", "rng_state", "save_checkpoint", "set_rng_state"]
 
 FORMAT = "rnnkit-checkpoint"
 VERSION = 1
@@ -112,6 +112,13 @@ def _npz_bytes(group: str, arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def _meta_digest(meta: Mapping[str, Any]) -> str:
+    """sha256 of the caller's meta (step, history, rng states...) in a canonical JSON form, so
+    that an edited meta.json is reported like any other modified file."""
+    text = json.dumps(meta, sort_keys=True, default=_json_default, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _serialise(config: Mapping[str, Any], arrays: ArrayGroups,
                meta: Mapping[str, Any]) -> dict[str, bytes]:
     """All checkpoint files as {file name: bytes}, meta.json (with checksums) last."""
@@ -128,6 +135,7 @@ def _serialise(config: Mapping[str, Any], arrays: ArrayGroups,
         "version": VERSION,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         "meta": dict(meta),
+        "meta_sha256": _meta_digest(dict(meta)),
     }
     files[META_FILE] = _dump_json(marker, "meta")
     return files
@@ -367,6 +375,9 @@ def _parse(directory: Path, reader: _DirReader) -> tuple[
         raise _corrupt(meta_path, f"not an {FORMAT} marker (needs format, files, meta)")
     if marker.get("version") != VERSION:
         raise _corrupt(meta_path, f"unsupported format version {marker.get('version')!r}")
+    if marker.get("meta_sha256") != _meta_digest(marker["meta"]):
+        raise _corrupt(meta_path, "checksum mismatch of its meta (the step, history or random "
+                                  "state was modified after saving)")
     checksums: dict[str, Any] = marker["files"]
     if CONFIG_FILE not in checksums:
         raise _corrupt(meta_path, f"lists no {CONFIG_FILE}")
@@ -462,6 +473,15 @@ def rng_state(gen: np.random.Generator) -> dict[str, Any]:
     if not isinstance(gen, np.random.Generator):
         raise ValueError(f"rng_state expects a np.random.Generator, got {type(gen).__name__}")
     return _encode_state(gen.bit_generator.state)
+
+
+def set_rng_state(gen: np.random.Generator, state: Mapping[str, Any]) -> None:
+    """Put ``gen`` (in place) in the state `rng_state` saved: it continues exactly from there."""
+    restored = rng_from_state(state)
+    if type(restored.bit_generator) is not type(gen.bit_generator):
+        raise ValueError(f"rng state is of {type(restored.bit_generator).__name__}, the generator "
+                         f"uses {type(gen.bit_generator).__name__}")
+    gen.bit_generator.state = restored.bit_generator.state
 
 
 def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:

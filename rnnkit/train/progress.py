@@ -81,6 +81,47 @@ def plot_curves(path: str | os.PathLike, curves: dict[str, tuple[list, list]], x
     return True
 
 
+def plot_history(path: str | os.PathLike, history: dict, task, best_step: int,
+                 title: str = "") -> bool:
+    """The training curve of a run: the training loss at every logged interval, the validation
+    loss at every evaluation, the best step marked; a validation metric other than the loss
+    (an error rate, an accuracy) on a second axis.  Returns False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ev, steps = history["eval"], history["eval_step"]
+    ax.plot(history["train_step"], history["train"], label=f"training {task.loss_name}",
+            color="tab:blue", alpha=0.8)
+    if "loss" in ev:
+        ax.plot(steps, ev["loss"], label=f"validation {task.loss_name}", color="tab:orange",
+                marker="o" if len(steps) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(task.loss_name)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if task.metric != "loss" and task.metric in ev:
+        ax2 = ax.twinx()
+        ax2.plot(steps, ev[task.metric], label=f"validation {task.metric}", color="tab:green",
+                 marker="o" if len(steps) < 30 else None)
+        ax2.set_ylabel(task.metric)
+        more = ax2.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if steps:
+        line = ax.axvline(best_step, color="gray", linestyle="--", linewidth=1)
+        handles.append(line)
+        labels.append(f"best (step {best_step})")
+    ax.legend(handles, labels, loc="upper right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     """Write a matplotlib figure to a PNG atomically (temporary name, then rename) and close it."""
     import matplotlib.pyplot as plt

@@ -10,13 +10,16 @@ import math
 import numpy as np
 import pytest
 
-from rnnkit.apps.asr.data import buckets, read_manifest
+import rnnkit
+from rnnkit.apps.asr.data import read_manifest
 from rnnkit.apps.asr.decode import edit_distance, error_rates, greedy_decode, prefix_beam_search
 from rnnkit.apps.asr.model import Alphabet, normalize_text
-from rnnkit.apps.asr.train import Trainer, TrainSettings, evaluate_manifest, load_model
+from rnnkit.apps.asr.train import ASRSettings, ASRTask, load_model
 from rnnkit.cli import main
 from rnnkit.data.audio import write_wav
+from rnnkit.data.batching import length_buckets
 from rnnkit.nn import log_softmax
+from rnnkit.train.engine import fit
 
 TONES = {"a": 400.0, "b": 900.0, "c": 1700.0, " ": 2900.0}  # even the space has its own tone
 
@@ -123,7 +126,7 @@ def test_alphabet_and_text_normalisation():
 def test_buckets_cover_everything_once_with_similar_lengths():
     rng = np.random.default_rng(0)
     lengths = rng.integers(10, 200, 1000)
-    batches = buckets(lengths, 16, rng)
+    batches = length_buckets(lengths, 16, rng)
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
     assert spread < 15  # random batches would spread ~ 170
@@ -155,26 +158,29 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("asr")
     train = make_manifest(root / "train", 160, seed=0)
     test = make_manifest(root / "test", 40, seed=1)
-    t = Trainer(TrainSettings(steps=150, **TINY), train, root / "model", progress=False)
-    summary = t.run()
+    s = ASRSettings(steps=150, **TINY)
+    t = ASRTask(s, train)
+    summary = fit(t, s, root / "model", progress=False)
     return root, t, summary, test
 
 
 def test_training_learns_synthetic_speech(trained):
     root, t, summary, test = trained
     assert summary["step"] == 150
-    assert t.history["train"][-1] < 0.3 * t.history["train"][0]
-    r = evaluate_manifest(root / "model", test)
+    history = summary["run"].history["train"]
+    assert history[-1] < 0.3 * history[0]
+    r = rnnkit.load(root / "model").evaluate(test)
     assert r["utterances"] == 40 and r["cer"] < 0.1, r
     assert t.alphabet == Alphabet()  # the manifest's texts use only default characters
 
 
 def test_checkpoint_rebuilds_the_model(trained):
-    root, t, _, _ = trained
-    model, alphabet, fcfg, settings = load_model(root / "model")
-    assert settings.hidden == 32 and fcfg.skip == 2 and alphabet == t.alphabet
-    for name, value in model.state_dict().items():
-        np.testing.assert_array_equal(value, t.best_params[name])
+    root, t, summary, _ = trained
+    recognizer = load_model(root / "model")
+    assert recognizer.settings.hidden == 32 and recognizer.features.skip == 2
+    assert recognizer.alphabet == t.alphabet
+    for name, value in recognizer.model.state_dict().items():
+        np.testing.assert_array_equal(value, summary["run"].best_params[name])
 
 
 def test_cli_eval_json_transcribe_and_errors(trained, capsys, tmp_path):
@@ -188,7 +194,7 @@ def test_cli_eval_json_transcribe_and_errors(trained, capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["cer"] < 0.1
     items = read_manifest(test)[:3]
     assert main(["asr", "transcribe", "--model", str(root / "model"), str(items[0][0])]) == 0
-    assert capsys.readouterr().out.strip() == items[0][1]
+    assert capsys.readouterr().out.strip() == rnnkit.load(root / "model").transcribe([items[0][0]])[0]
     assert main(["asr", "transcribe", "--model", str(root / "model"), "--beam", "3"]
                 + [str(p) for p, _ in items]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -211,5 +217,5 @@ def test_cli_train_max_time_with_lstm(tmp_path, capsys):
                  "--seed", "3", "--quiet", "--stack", "2", "--skip", "2"]) == 0
     err = capsys.readouterr().err
     assert "--max-time reached" in err and "lstm 2x16" in err
-    model, *_ = load_model(tmp_path / "m")
+    model = load_model(tmp_path / "m").model
     assert model.cfg.cell == "lstm" and model.cfg.layers == 2

@@ -7,13 +7,15 @@ import pytest
 
 from rnnkit.apps.forecast.backtest import backtest
 from rnnkit.apps.forecast.model import ForecastNet, NetConfig
-from rnnkit.apps.forecast.train import (Forecaster, ForecastSettings, _val_error, fit_linear,
-                                        make_windows, train_net, training_windows)
+from rnnkit.apps.forecast.train import (Forecaster, ForecastSettings, NetTask, _val_error,
+                                        fit_linear, schedule_for)
+from rnnkit.apps.forecast.windows import make_windows, training_windows
 from rnnkit.cli import main
 from rnnkit.data.series import Frequency, Series, SeriesSet, read_series_csv
 from rnnkit.nn import gradcheck
+from rnnkit.train.engine import fit
 
-TINY = dict(hidden=6, epochs=4, patience=2, ensemble=2, batch=16)
+TINY = dict(hidden=6, steps=20, patience=2, ensemble=2, batch=16)
 
 
 def one_series(values, freq=Frequency("month", 1), start=2000 * 12):
@@ -43,7 +45,7 @@ def write_csv(path, values, start_year=2000, ids=None):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_network_gradients_match_finite_differences(rng, cell):
     cfg = NetConfig(input_size=3, extra_size=5, horizon=4, cell=cell, hidden=5, layers=2,
-                    dtype="float64")
+                    dropout=0.0, dtype="float64")
     net = ForecastNet(cfg, rng)
     for _, p, _ in net.named_parameters():  # no zero blocks: every weight matters
         p[...] = rng.normal(0, 0.5, p.shape)
@@ -52,7 +54,8 @@ def test_network_gradients_match_finite_differences(rng, cell):
 
 
 def test_network_starts_as_the_linear_forecast(rng):
-    cfg = NetConfig(input_size=1, extra_size=4, horizon=2, hidden=3, dtype="float64")
+    cfg = NetConfig(input_size=1, extra_size=4, horizon=2, cell="lstm", hidden=3, layers=1,
+                    dropout=0.0, dtype="float64")
     net = ForecastNet(cfg, rng)
     W, b, var = rng.standard_normal((2, 4)), rng.standard_normal(2), np.array([0.5, 2.0])
     net.set_linear(W, b, var)
@@ -79,7 +82,7 @@ def _mase(summary, name):
 def test_learns_a_noiseless_seasonal_series():
     """Trend + two harmonics: seasonal naive is off by 12 * slope at every step (MASE 1)."""
     data = one_series(seasonal_trend(132))
-    s = ForecastSettings(horizon=12, hidden=8, epochs=20, patience=5, ensemble=1, seed=1)
+    s = ForecastSettings(horizon=12, hidden=8, steps=60, patience=5, ensemble=1, seed=1)
     summary, _ = backtest(data, s, folds=1, references=())
     assert _mase(summary, "seasonal_naive") == pytest.approx(1.0)
     assert _mase(summary, "model") < 0.1
@@ -95,10 +98,12 @@ def test_the_recurrent_part_learns_on_its_own():
     train.extra[:] = 0
     val.extra[:] = 0
     cfg = NetConfig(input_size=train.x.shape[2], extra_size=train.extra.shape[1], horizon=12,
-                    hidden=16)
-    s = ForecastSettings(horizon=12, hidden=16, lr=1e-2, patience=1000)
-    net, _, _ = train_net(cfg, s, train, val, epochs=200, seed=0, deadline=None)
-    assert _val_error(net, val) < 0.5 * snaive
+                    cell="lstm", hidden=16, layers=1, dropout=0.0, dtype="float32")
+    s = schedule_for(ForecastSettings(horizon=12, hidden=16, lr=1e-2, min_lr=1e-2), len(train))
+    task = NetTask(cfg, s, train, val, 0)
+    summary = fit(task, s, progress=False)
+    task.model.load_state_dict(summary["run"].best_params)
+    assert _val_error(task.model, val) < 0.5 * snaive
 
 
 # ----------------------------------------------------------------------------- backtests
@@ -150,11 +155,10 @@ def test_backtest_summary_and_baselines():
 
 def test_max_time_stops_training_early():
     y = seasonal_trend(200, noise=0.5)
-    s = ForecastSettings(horizon=6, hidden=8, epochs=10_000, patience=10_000, ensemble=2)
+    s = ForecastSettings(horizon=6, hidden=8, steps=100_000, patience=10_000, ensemble=2)
     model = Forecaster(s, Frequency("month", 1), 0)
-    from rnnkit.apps.forecast.train import Deadline
-    info = model.fit(one_series(y), deadline=Deadline(1.0))
-    assert info["seconds"] < 5 and info["epochs"] < 10_000
+    info = model.fit(one_series(y), max_time=1.0)
+    assert info["seconds"] < 5 and info["epochs"] < 10_000 and len(model.nets) == 2
 
 
 # ----------------------------------------------------------------------------- many series
@@ -203,8 +207,7 @@ def test_covariates_and_windows(tmp_path):
 
 # ----------------------------------------------------------------------------- command line
 
-CLI_TINY = ["--hidden", "6", "--epochs", "3", "--patience", "2", "--ensemble", "1", "--quiet",
-            "--es-epochs", "2"]
+CLI_TINY = ["--hidden", "6", "--steps", "9", "--patience", "2", "--ensemble", "1", "--quiet"]
 
 
 def test_cli_backtest_json(tmp_path, capsys):
@@ -225,7 +228,7 @@ def test_cli_train_then_predict(tmp_path, capsys):
             "--horizon", "3", "--out", str(model_dir), *CLI_TINY]
     assert main(args) == 0
     assert main(args) == 1  # refuses to replace a model
-    assert "already holds a model" in capsys.readouterr().err
+    assert "already holds a checkpoint" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["series"] == 2
     assert main(["forecast", "predict", "--model", str(model_dir), "--csv", str(path), "--json"]) == 0

@@ -7,9 +7,10 @@ import pytest
 
 from rnnkit.apps.lm.generate import evaluate_text, next_token_distribution, sample
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig, stream_nll
-from rnnkit.apps.lm.train import Trainer, TrainSettings, load_model
+from rnnkit.apps.lm.train import LMSettings, LMTask, load_model
 from rnnkit.cli import main
 from rnnkit.nn import log_softmax, no_grad
+from rnnkit.train.engine import fit
 
 TINY = dict(hidden=24, layers=2, embed=8, batch=4, seq_len=12, warmup=5, eval_every=10,
             val_fraction=0.1, dropout=0.2)
@@ -25,62 +26,40 @@ def text_file(tmp_path):
 
 
 def train(out, text_file, **kw):
-    s = TrainSettings(**{**TINY, **kw})
-    t = Trainer(s, out, texts=[str(text_file)], progress=False, explicit=set(kw))
-    return t, t.run()
+    s = LMSettings(**{**TINY, **kw})
+    task = LMTask(s, [str(text_file)])
+    return task, fit(task, s, out, progress=False)
 
 
 def test_training_learns_a_simple_text(tmp_path, text_file):
     t, summary = train(tmp_path / "m", text_file, steps=150, lr=1e-2, dropout=0.0)
     uniform = math.log(len(t.vocab))
-    assert summary["best_val"] < 0.6 * uniform  # far better than guessing
-    assert t.history["val"][-1] < t.history["val"][0]
+    assert summary["best"] < 0.6 * uniform  # far better than guessing
+    val = summary["run"].history["eval"]["loss"]
+    assert val[-1] < val[0]
 
 
-def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, text_file):
-    # stop after 37 of 60 steps (not a multiple of eval_every, inside an epoch), then resume
-    big = dict(batch=8, seq_len=20)
-    full, _ = train(tmp_path / "full", text_file, steps=60, **big)
-    part = Trainer(TrainSettings(**{**TINY, "steps": 60, **big}), tmp_path / "part",
-                   texts=[str(text_file)], progress=False)
-    assert part.run(until=37)["stopped"] == "until" and part.step == 37
-    assert len(part.batcher) < 37  # the run crossed an epoch boundary (state reset) before stopping
-    resumed = Trainer(TrainSettings(**TINY), tmp_path / "part", resume=True, progress=False)
-    assert resumed.s.batch == 8  # settings come from the checkpoint
-    assert resumed.step == 37
-    resumed.run()
-    a, b = full.model.state_dict(), resumed.model.state_dict()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    # ...and the optimizer moments, so that training on would stay identical too
-    sa, sb = full.opt.state_dict(), resumed.opt.state_dict()
-    for key in sa:
-        np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
-
-
-def test_resume_refuses_changed_model_settings(tmp_path, text_file):
-    train(tmp_path / "m", text_file, steps=5)
-    with pytest.raises(ValueError, match="--hidden 32 differs from the checkpoint's 24"):
-        Trainer(TrainSettings(**{**TINY, "hidden": 32}), tmp_path / "m", resume=True,
-                explicit={"hidden"}, progress=False)
-    with pytest.raises(ValueError, match="already holds a checkpoint"):
-        train(tmp_path / "m", text_file, steps=5)
-    again = Trainer(TrainSettings(**{**TINY, "steps": 3}), tmp_path / "m", texts=[str(text_file)],
-                    progress=False, overwrite=True)
-    again.run()
-    assert load_model(tmp_path / "m", "latest")[2].steps == 3
-
-
-def test_max_time_stops_cleanly_with_a_checkpoint(tmp_path, text_file):
-    t, summary = train(tmp_path / "m", text_file, steps=10_000, max_time=0.5)
-    assert summary["stopped"] == "max-time" and 0 < t.step < 10_000
-    model, vocab, s = load_model(tmp_path / "m", "latest")
-    for name, value in model.state_dict().items():
-        np.testing.assert_array_equal(value, t.model.state_dict()[name])
+def test_the_carried_state_resets_at_every_epoch(tmp_path, text_file):
+    s = LMSettings(**{**TINY, "batch": 8, "seq_len": 20})
+    task = LMTask(s, [str(text_file)])
+    n = len(task.batcher)
+    task.loss(task.batch(0))
+    carried = task.carried
+    task.loss(task.batch(1))
+    assert task.carried is not carried  # carried from window to window...
+    x0 = task.batch(n)
+    assert x0[0] == 0 and np.array_equal(x0[1], task.batch(0)[1])  # ...an epoch replays the text
+    task.model.eval()
+    task.loss(x0)  # ...from a zero state: the same as the very first window
+    fresh = LMTask(s, [str(text_file)])
+    fresh.model.eval()
+    fresh.loss(fresh.batch(0))
+    for a, b in zip(task.carried, fresh.carried):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_stream_nll_equals_one_forward_over_the_whole_text(rng):
-    model = LanguageModel(ModelConfig(vocab_size=9, hidden=7, layers=2, embed=5, dropout=0.0,
+    model = LanguageModel(ModelConfig(vocab_size=9, cell="lstm", hidden=7, layers=2, embed=5, dropout=0.0,
                                       dtype="float64"), rng)
     ids = rng.integers(1, 9, 57)
     model.eval()
@@ -179,20 +158,6 @@ def test_cli_corrupt_checkpoint_and_unknown_flag(tmp_path, text_file, capsys):
     assert main(["lm", "sample", "--model", str(tmp_path / "missing")]) == 1
 
 
-def test_max_time_without_steps_fits_the_schedule_to_the_budget(tmp_path, text_file):
-    s = TrainSettings(**{**TINY, "max_time": 3.0, "steps": 20, "eval_every": 1000})
-    t = Trainer(s, tmp_path / "m", texts=[str(text_file)], progress=False, explicit={"max_time"})
-    t.fit_horizon(seconds_per_step=0.01, seconds_left=2.0)  # as run() does after 40 steps
-    assert t.horizon == t.s.steps == 190  # 0.95 * 2.0 / 0.01 steps from step 0
-    assert t.lr_at(189) < t.lr_at(100) < t.s.lr  # the cosine now ends inside the budget
-    assert abs(t.lr_at(190) - t.s.min_lr) < 1e-12
-    summary = t.run()  # refits from the measured speed: far more steps than --steps 20
-    assert t.horizon > 40 and t.lr_at(t.horizon) == t.s.min_lr
-    # it ends at the fitted horizon, or (on a machine slower than measured) at the budget
-    assert summary["step"] == t.horizon or summary["stopped"] == "max-time"
-    assert load_model(tmp_path / "m")[2].steps == t.horizon  # the fitted total is saved
-
-
 def test_cli_threads_option_limits_blas(capsys):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from rnnkit.cli import blas_threads
@@ -202,3 +167,23 @@ def test_cli_threads_option_limits_blas(capsys):
                    if p["user_api"] == "blas")
     assert main(["--threads", "0", "lm", "eval", "--model", "x", "--text", "y"]) == 1
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_prime_outside_the_vocabulary_is_reported(tmp_path, text_file, capsys):
+    train(tmp_path / "m", text_file, steps=3)
+    assert main(["lm", "sample", "--model", str(tmp_path / "m"), "--prime", "the €§", "--length",
+                 "3", "--seed", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "2 symbol(s) outside the model's vocabulary" in captured.err
+    assert "'€'" in captured.err and "'§'" in captured.err
+    assert captured.out.startswith("the €§")
+
+
+def test_rnnkit_load_gives_a_text_model(tmp_path, text_file):
+    import rnnkit
+    train(tmp_path / "m", text_file, steps=8)
+    lm = rnnkit.load(tmp_path / "m")
+    model, vocab, _ = load_model(tmp_path / "m")
+    assert lm.generate("the ", 30, temperature=1.0, seed=5) == "".join(
+        sample(model, vocab, "the ", 30, 1.0, seed=5))
+    assert lm.evaluate("the cat sat", streams=1) == evaluate_text(model, vocab, "the cat sat", 12, 1)

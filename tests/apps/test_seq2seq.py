@@ -12,7 +12,8 @@ from rnnkit.nn import no_grad
 
 
 def _model(rng, **kw):
-    cfg = dict(src_vocab=7, tgt_vocab=6, embed=3, hidden=4, layers=1, dtype="float64")
+    cfg = dict(src_vocab=7, tgt_vocab=6, cell="gru", embed=3, hidden=4, layers=1, bidirectional=True,
+               attention="bahdanau", score="general", dtype="float64")
     cfg.update(kw)
     return Seq2Seq(ModelConfig(**cfg), rng)
 

@@ -6,7 +6,7 @@ HEAVY = ("torch", "onnx", "onnxruntime", "h5py", "keras")
 
 
 def test_importing_interop_loads_no_heavy_package():
-    code = ("import sys, rnnkit.interop, rnnkit.interop.commands, rnnkit.cli; "
+    code = ("import sys, rnnkit.interop, rnnkit.tools.export, rnnkit.cli; "
             "rnnkit.cli.build_parser(); "
             f"print(sorted(set({HEAVY!r}) & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,12 +8,13 @@ import rnnkit
 from rnnkit.apps.forecast.model import ForecastNet, NetConfig
 from rnnkit.apps.forecast.train import Forecaster, ForecastSettings
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig
-from rnnkit.apps.lm.train import Trainer, TrainSettings, load_model
+from rnnkit.apps.lm.train import LMSettings, LMTask, load_model
 from rnnkit.cli import main
 from rnnkit.data.series import (Frequency, Series, SeriesSet, bundled_series_path,
                                 read_series_csv)
 from rnnkit.interop.onnx import export, to_onnx
 from rnnkit.train.checkpoint import save_checkpoint
+from rnnkit.train.engine import fit
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -139,7 +140,8 @@ def test_what_cannot_be_exported(tmp_path):
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_language_model_graph(cell):
     rng = np.random.default_rng(8)
-    cfg = ModelConfig(vocab_size=13, cell=cell, embed=6, hidden=5, layers=2, dropout=0.1)
+    cfg = ModelConfig(vocab_size=13, cell=cell, embed=6, hidden=5, layers=2, dropout=0.1,
+                      dtype="float32")
     model = LanguageModel(cfg, rng)
     for _, p, _ in model.named_parameters():
         p[...] = rng.uniform(-0.6, 0.6, p.shape)
@@ -158,9 +160,9 @@ def checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lm")
     text = tmp / "text.txt"
     text.write_text("the cat sat on the mat. " * 40 + "a dog ran far away!\n" * 20, encoding="utf-8")
-    settings = TrainSettings(hidden=16, layers=1, embed=8, batch=4, seq_len=10, steps=5,
-                             eval_every=5, warmup=1)
-    Trainer(settings, tmp / "model", texts=[str(text)], progress=False).run()
+    settings = LMSettings(hidden=16, layers=1, embed=8, batch=4, seq_len=10, steps=5,
+                          eval_every=5, warmup=1, val_fraction=0.1)
+    fit(LMTask(settings, [str(text)]), settings, tmp / "model", progress=False)
     return tmp / "model"
 
 
@@ -202,7 +204,8 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, checkpoint, capsys)
 def test_forecast_network_graph(cell, layers):
     """The forecaster's network (scaled inputs -> mean, variance) runs in onnxruntime like rnnkit."""
     rng = np.random.default_rng(9)
-    cfg = NetConfig(input_size=3, extra_size=7, horizon=4, cell=cell, hidden=6, layers=layers)
+    cfg = NetConfig(input_size=3, extra_size=7, horizon=4, cell=cell, hidden=6, layers=layers,
+                    dropout=0.0, dtype="float32")
     net = ForecastNet(cfg, rng)
     for _, p, _ in net.named_parameters():
         p[...] = rng.uniform(-0.6, 0.6, p.shape)
@@ -313,7 +316,7 @@ def test_cli_exports_a_trained_forecaster(tmp_path, capsys):
     """End to end: ``rnnkit forecast train`` on a bundled series, export, onnxruntime."""
     model = tmp_path / "nile"
     assert main(["forecast", "train", "--csv", str(bundled_series_path("nile")), "--target",
-                 "volume", "--horizon", "4", "--hidden", "4", "--epochs", "2", "--patience", "1",
+                 "volume", "--horizon", "4", "--hidden", "4", "--steps", "6", "--patience", "1",
                  "--ensemble", "2", "--out", str(model), "--quiet"]) == 0
     out = tmp_path / "nile.onnx"
     assert main(["export", "onnx", "--model", str(model), "--out", str(out), "--latest"]) == 0
@@ -324,11 +327,10 @@ def test_cli_exports_a_trained_forecaster(tmp_path, capsys):
 
 
 def test_cli_refuses_a_checkpoint_of_another_app(tmp_path, capsys):
-    save_checkpoint(tmp_path / "m", config={"app": "asr"}, arrays={"params": {"w": np.zeros(2)}},
-                    meta={})
+    save_checkpoint(tmp_path / "m", config={"app": "nonesuch"}, arrays={}, meta={})
     out = tmp_path / "x.onnx"
     assert main(["export", "onnx", "--model", str(tmp_path / "m"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("rnnkit: error:") and err.count("\n") == 1
-    assert "cannot export a model of app 'asr' yet; exportable: forecast, lm" in err
+    assert "not a run folder of a known application (app 'nonesuch'" in err
     assert not out.exists()

@@ -6,8 +6,9 @@ import pytest
 import rnnkit
 from rnnkit.apps.forecast.model import ForecastNet, NetConfig
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig
-from rnnkit.interop.torch import (from_torch, to_torch, torch_forecast_net_class,
-                                  torch_language_model_class)
+from rnnkit.apps.forecast.export import torch_forecast_net_class
+from rnnkit.apps.lm.export import torch_language_model_class
+from rnnkit.interop.torch import from_torch, to_torch
 
 torch = pytest.importorskip("torch")
 

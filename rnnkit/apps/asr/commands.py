@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
-from ...train.settings import add_options, from_options
-from .data import make_data, transcribe_features
-from .train import Trainer, TrainSettings, decode_all, evaluate_manifest, load_model
+from ...train.cli import add_train_options, train_command
+from . import load
+from .data import make_data
+from .train import ASRSettings, ASRTask
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "of a JSON-lines manifest; the best model (validation "
                                      "CER) goes to --out.")
     p.add_argument("--manifest", required=True, help="JSON lines {\"audio\": WAV, \"text\": ...}")
-    p.add_argument("--out", required=True, help="checkpoint directory")
     p.add_argument("--val-manifest", default=None,
                    help="validation manifest (default: --val-fraction of --manifest)")
-    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-    add_options(p, TrainSettings)
+    add_train_options(p, ASRSettings)
     p.set_defaults(run=cmd_train)
 
     p = verbs.add_parser("transcribe", help="print the transcript of WAV files")
@@ -57,11 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=cmd_eval)
 
 
-def _check_beam(beam: int) -> None:
-    if beam < 1:
-        raise ValueError(f"--beam must be >= 1, got {beam}")
-
-
 def cmd_make_data(args: argparse.Namespace) -> int:
     path = make_data(args.out, args.n, args.vocab, args.seed, args.voices, overwrite=args.overwrite)
     print(f"rnnkit asr make-data: {args.n} utterances in {path}", file=sys.stderr)
@@ -69,37 +61,20 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    settings = from_options(TrainSettings, args)
-    t = Trainer(settings, args.manifest, args.out, val_manifest=args.val_manifest,
-                progress=not args.quiet, overwrite=args.overwrite)
-    s = t.s
-    print(f"rnnkit asr train: {len(t.train_feats):,} training and {len(t.val_feats):,} validation "
-          f"utterances, {len(t.alphabet) - 1} characters + blank, {s.cell} {s.layers}x{s.hidden} "
-          f"bidirectional, {t.model.num_parameters():,} parameters", file=sys.stderr)
-    if t.too_short:
-        print(f"warning: {t.too_short} utterances have fewer frames than characters and cannot be "
-              "learnt (lower --skip)", file=sys.stderr)
-    summary = t.run()
-    how = {"max-time": " (--max-time reached)", "interrupted": " (interrupted)"}.get(summary["stopped"], "")
-    best = summary["best_val_cer"]
-    print(f"step {summary['step']}{how}: best validation CER "
-          f"{'n/a' if not math.isfinite(best) else f'{best:.4f}'} after {summary['seconds']:.0f} s; "
-          f"checkpoint in {args.out}", file=sys.stderr)
-    return 130 if summary["stopped"] == "interrupted" else 0
+    return train_command(args, ASRSettings, "asr", lambda settings, ckpt: ASRTask(
+        settings, args.manifest, args.val_manifest, ckpt))
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    _check_beam(args.beam)
-    model, alphabet, fcfg, _ = load_model(args.model)
-    texts = decode_all(model, alphabet, transcribe_features(args.wavs, fcfg), args.beam)
+    recognizer = load(args.model)
+    texts = recognizer.transcribe(args.wavs, args.beam)
     for path, text in zip(args.wavs, texts):
         print(text if len(args.wavs) == 1 else f"{path}\t{text}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    _check_beam(args.beam)
-    result = evaluate_manifest(args.model, args.manifest, args.beam)
+    result = load(args.model).evaluate(args.manifest, args.beam)
     if args.json:
         print(json.dumps(result))
     else:

@@ -68,40 +68,6 @@ def load_features(items, cfg: FeatureConfig, workers: int = 1) -> list[np.ndarra
         return list(ex.map(lambda p: wav_features(p, cfg), paths))
 
 
-def buckets(lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Index batches of similar lengths: shuffle, sort within chunks of 50 batches, shuffle batches.
-
-    Sorting keeps padding (wasted recurrent steps) small; sorting only within chunks keeps the
-    batches different from epoch to epoch.
-    """
-    order = rng.permutation(len(lengths))
-    chunk = batch * 50
-    out = []
-    for c in range(0, len(order), chunk):
-        part = order[c : c + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        out += [part[i : i + batch] for i in range(0, len(part), batch)]
-    return [out[k] for k in rng.permutation(len(out))]
-
-
-def pad_batch(feats: list[np.ndarray], idx) -> tuple[np.ndarray, np.ndarray]:
-    """(x (B, T, F) zero-padded, lengths (B,)) for the utterances ``idx``."""
-    lengths = np.array([len(feats[i]) for i in idx], np.int64)
-    F = feats[idx[0]].shape[1]
-    x = np.zeros((len(idx), int(lengths.max()), F), feats[idx[0]].dtype)
-    for row, i in enumerate(idx):
-        x[row, : lengths[row]] = feats[i]
-    return x, lengths
-
-
-def pad_targets(targets: list[np.ndarray], idx) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.array([len(targets[i]) for i in idx], np.int64)
-    y = np.zeros((len(idx), max(int(lengths.max()), 1)), np.int64)
-    for row, i in enumerate(idx):
-        y[row, : lengths[row]] = targets[i]
-    return y, lengths
-
-
 # ------------------------------------------------------------------------------ espeak-ng
 def espeak_path() -> str:
     exe = shutil.which("espeak-ng")
@@ -241,5 +207,5 @@ def transcribe_features(paths, cfg: FeatureConfig) -> list[np.ndarray]:
     return out
 
 
-__all__ = ["read_manifest", "load_features", "buckets", "pad_batch", "pad_targets", "make_data",
+__all__ = ["read_manifest", "load_features", "make_data",
            "available_voices", "split_variants", "heldout_variant", "transcribe_features"]

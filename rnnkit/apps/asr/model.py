@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import GRU, LSTM, Dropout, Linear, Module, log_softmax
+from ...nn import GRU, LSTM, RNN, Dropout, Linear, Module, log_softmax
 
-CELLS = {"gru": GRU, "lstm": LSTM}
+CELLS = {"gru": GRU, "lstm": LSTM, "rnn": RNN}
 DEFAULT_CHARS = " 'abcdefghijklmnopqrstuvwxyz"
 BLANK = 0
 
@@ -56,13 +56,15 @@ class Alphabet:
 
 @dataclass
 class ModelConfig:
+    """Sizes of a `SpeechModel` (saved in checkpoints; the defaults live in `ASRSettings`)."""
+
     input_size: int
     classes: int
-    cell: str = "gru"
-    hidden: int = 160
-    layers: int = 3
-    dropout: float = 0.1
-    dtype: str = "float32"
+    cell: str
+    hidden: int
+    layers: int
+    dropout: float
+    dtype: str
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -1,59 +1,61 @@
-"""Training the CTC speech recogniser, and decoding with a trained one.
+"""Training the CTC speech recogniser on the shared loop, and decoding with a trained one.
 
 Features are computed once for the whole manifest and kept in memory; each step takes a batch
 of utterances of similar length (bucketing keeps padding small), runs the bidirectional RNN over
 the padded batch with its lengths, and minimises the CTC loss (torch's 'mean': each loss divided
-by its target length) with Adam, global-norm clipping and a warm-up + cosine learning rate.
-Every ``eval_every`` steps the greedy character error rate on the validation utterances decides
+by its target length).  The greedy character error rate on the validation utterances decides
 which parameters are kept as the best; the checkpoint (``config.json`` + ``.npz``) rebuilds the
 model, its alphabet and its feature pipeline for ``transcribe`` and ``eval``.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...data.audio import FeatureConfig
+from ...data.batching import EpochBatches, pad
 from ...nn import no_grad
 from ...nn.ctc import CTCLoss
-from ...nn.optim import Adam
-from ...train.loop import apply_gradients, schedule
-from ...train.checkpoint import load_checkpoint, rng_state, save_checkpoint
-from ...train.progress import Progress, plot_curves
-from ...train.settings import field, from_dict
-from .data import buckets, load_features, pad_batch, pad_targets, read_manifest
+from ...train.checkpoint import load_checkpoint
+from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.task import Task
+from .data import load_features, read_manifest, transcribe_features
 from .decode import error_rates, greedy_decode, prefix_beam_search
 from .model import BLANK, Alphabet, ModelConfig, SpeechModel
 
 
 @dataclass
-class TrainSettings:
+class ASRSettings(TrainSettings):
     """Settings of ``rnnkit asr train``; the defaults learn spoken digits in minutes on 2 cores."""
 
-    cell: str = field("gru", "recurrent cell", choices=("gru", "lstm"))
-    hidden: int = field(128, "hidden units per direction and layer")
-    layers: int = field(3, "bidirectional recurrent layers")
-    dropout: float = field(0.1, "dropout between layers and before the output layer")
+    cell: str = like("cell", "gru")
+    hidden: int = like("hidden", 128)
+    layers: int = like("layers", 3)
+    dropout: float = like("dropout", 0.1)
+    batch: int = like("batch", 32)
+    lr: float = like("lr", 2e-3)
+    min_lr: float = like("min_lr", 1e-4)
+    warmup: int = like("warmup", 100)
+    steps: int = like("steps", 3000)
+    eval_every: int = like("eval_every", 200)
+    clip: float = like("clip", 5.0)
+    val_fraction: float = like("val_fraction", 0.05)
     features: str = field("logmel", "input features", choices=("logmel", "mfcc"))
     n_mels: int = field(40, "mel filters")
     deltas: int = field(0, "orders of delta features appended (0, 1, 2)")
     stack: int = field(3, "consecutive 10 ms frames glued into one input frame")
     skip: int = field(3, "keep every skip-th stacked frame (frame subsampling)")
-    batch: int = field(32, "utterances per step")
-    lr: float = field(2e-3, "peak learning rate (Adam)")
-    min_lr: float = field(1e-4, "learning rate at the end of the cosine decay")
-    warmup: int = field(100, "linear warm-up steps")
-    clip: float = field(5.0, "clip gradients to this global norm")
-    steps: int = field(3000, "total optimizer steps")
-    max_time: float | None = field(None, "stop cleanly (with a checkpoint) after this many seconds")
-    val_fraction: float = field(0.05, "fraction of the manifest held out for validation")
-    eval_every: int = field(200, "validate and checkpoint every N steps")
-    seed: int = field(0, "random seed")
-    dtype: str = field("float32", "float32 or float64", choices=("float32", "float64"))
+
+    def check(self) -> None:
+        super().check()
+        for name in ("stack", "skip", "n_mels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.deltas not in (0, 1, 2):
+            raise ValueError(f"--deltas must be 0, 1 or 2, got {self.deltas}")
 
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(kind=self.features, n_mels=self.n_mels, deltas=self.deltas,
@@ -70,7 +72,7 @@ def decode_all(model: SpeechModel, alphabet: Alphabet, feats: list[np.ndarray], 
     with no_grad():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
-            x, lengths = pad_batch(feats, idx)
+            x, lengths = pad([feats[i] for i in idx])
             logp = model.log_probs(x, lengths)  # (B, T, C)
             for row, i in enumerate(idx):
                 lp = logp[row, : lengths[row]]
@@ -80,155 +82,129 @@ def decode_all(model: SpeechModel, alphabet: Alphabet, feats: list[np.ndarray], 
     return texts
 
 
-class Trainer:
-    """One training run over a manifest: ``run()`` steps until ``steps`` or ``max_time``."""
+def split_items(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """(training, validation) items: a seeded shuffle, ``val_fraction`` of them (at least one)
+    held out; refused when that leaves nothing on either side."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = int(round(len(items) * val_fraction))
+    if val_fraction > 0 and len(items) > 1:
+        n_val = min(max(n_val, 1), len(items) - 1)
+    if n_val < 1:
+        raise ValueError(f"--val-fraction {val_fraction} leaves no validation utterances among "
+                         f"{len(items)}; raise it or give --val-manifest")
+    return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
 
-    def __init__(self, settings: TrainSettings, manifest: str | Path, out: str | Path,
-                 val_manifest: str | Path | None = None, progress: bool = True,
-                 overwrite: bool = False, workers: int = 2) -> None:
-        self.s = s = settings
-        self.out, self.show_progress = Path(out), progress
-        if (self.out / "meta.json").exists() and not overwrite:
-            raise ValueError(f"{self.out} already holds a checkpoint: pass --overwrite to replace "
-                             "it, or choose another --out")
-        if not 0.0 <= s.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {s.val_fraction}")
-        for name in ("hidden", "layers", "batch", "steps", "eval_every", "stack", "skip", "n_mels"):
-            if getattr(s, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
-        self.fcfg = s.feature_config()
+
+class ASRTask(Task):
+    """CTC on bucketed batches of utterances; validation greedy CER picks the best parameters."""
+
+    app = "asr"
+    metric = "cer"
+    loss_name = "CTC loss"
+
+    def __init__(self, s: ASRSettings, manifest: str | Path | None = None,
+                 val_manifest: str | Path | None = None, checkpoint=None, workers: int = 2) -> None:
+        if checkpoint is not None:
+            saved = checkpoint[0]
+            manifest = manifest or saved["manifest"]
+            val_manifest = val_manifest or saved.get("val_manifest")
+        self.s, self.fcfg = s, s.feature_config()
         items = read_manifest(manifest)
-        self.manifest = str(manifest)
-        rng = np.random.default_rng(s.seed)
+        self.manifest, self.val_manifest = str(manifest), val_manifest and str(val_manifest)
         if val_manifest is not None:
             train_items, val_items = items, read_manifest(val_manifest)
         else:
-            order = rng.permutation(len(items))
-            n_val = int(round(len(items) * s.val_fraction))
-            if s.val_fraction > 0 and len(items) > 1:
-                n_val = min(max(n_val, 1), len(items) - 1)
-            val_items = [items[i] for i in order[:n_val]]
-            train_items = [items[i] for i in order[n_val:]]
+            train_items, val_items = split_items(items, s.val_fraction, s.seed)
         self.alphabet = Alphabet.for_texts([t for _, t in train_items])
+        if checkpoint is not None and Alphabet(checkpoint[0]["alphabet"]) != self.alphabet:
+            raise ValueError("--resume: the manifest's alphabet differs from the checkpoint's")
         self.train_feats = load_features(train_items, self.fcfg, workers)
         self.val_feats = load_features(val_items, self.fcfg, workers)
         self.train_targets = [self.alphabet.encode(t) for _, t in train_items]
         self.val_texts = [t for _, t in val_items]
-        self.train_lengths = np.array([len(f) for f in self.train_feats])
-        short = int(np.sum(self.train_lengths < np.array([len(t) for t in self.train_targets])))
-        self.too_short = short  # CTC cannot align these (zero_infinity drops them)
+        lengths = np.array([len(f) for f in self.train_feats])
+        # CTC cannot align an utterance with fewer frames than characters (zero_infinity drops it)
+        self.too_short = int(np.sum(lengths < np.array([len(t) for t in self.train_targets])))
         cfg = ModelConfig(input_size=self.fcfg.dim, classes=len(self.alphabet), cell=s.cell,
                           hidden=s.hidden, layers=s.layers, dropout=s.dropout, dtype=s.dtype)
-        self.model = SpeechModel(cfg, np.random.default_rng([s.seed, 0]), np.random.default_rng([s.seed, 1]))
-        self.batch_rng = np.random.default_rng([s.seed, 2])
+        self.model = SpeechModel(cfg, np.random.default_rng([s.seed, 0]),
+                                 np.random.default_rng([s.seed, 1]))
+        self.batches = EpochBatches(len(self.train_feats), s.batch, [s.seed, 2], lengths)
         self.ctc = CTCLoss(blank=BLANK, reduction="mean", zero_infinity=True)
-        self.opt = Adam(lr=s.lr)
-        self.lr_at = schedule(s.lr, s.min_lr, s.warmup, s.steps)
-        self.step, self.best, self.best_params = 0, math.inf, None
-        self.history = {"step": [], "train": [], "val_step": [], "val_cer": []}
-        self.elapsed, self._queue = 0.0, []
-        # what --max-time counts; a benchmark on shared cores may pass time.process_time
-        self.clock = time.monotonic
 
-    def config(self) -> dict:
-        return {"app": "asr", "settings": asdict(self.s), "model": self.model.cfg.to_json(),
-                "features": self.fcfg.to_json(), "alphabet": self.alphabet.chars,
-                "manifest": self.manifest}
+    def describe(self) -> str:
+        s = self.s
+        line = (f"{len(self.train_feats):,} training and {len(self.val_feats):,} validation "
+                f"utterances, {len(self.alphabet) - 1} characters + blank, {s.cell} "
+                f"{s.layers}x{s.hidden} bidirectional")
+        if self.too_short:
+            line += (f"; warning: {self.too_short} utterances have fewer frames than characters "
+                     "and cannot be learnt (lower --skip)")
+        return line
 
-    def save(self) -> None:
-        arrays = {"params": self.model.state_dict(),
-                  "best": self.best_params if self.best_params is not None else self.model.state_dict(),
-                  "optim": self.opt.state_dict()}
-        meta = {"step": self.step, "best_val_cer": self.best, "history": self.history,
-                "elapsed": self.elapsed, "rng": rng_state(self.model.rng)}
-        save_checkpoint(self.out, config=self.config(), arrays=arrays, meta=meta)
-        h = self.history
-        plot_curves(self.out / "loss.png", {"train CTC loss": (h["step"], h["train"])},
-                    ylabel="CTC loss per character", title=f"rnnkit asr: {self.s.cell}")
+    def batch(self, step: int):
+        idx = self.batches[step]
+        x, lengths = pad([self.train_feats[i] for i in idx])              # (B, T, F)
+        y, ylen = pad([self.train_targets[i] for i in idx])               # (B, S)
+        return x, lengths, y, ylen
 
-    def evaluate(self) -> float:
-        if not self.val_feats:
-            cer = math.nan
-        else:
-            hyps = decode_all(self.model, self.alphabet, self.val_feats)
-            cer = error_rates(self.val_texts, hyps)["cer"]
-        self.history["val_step"].append(self.step)
-        self.history["val_cer"].append(cer)
-        if self.best_params is None or cer < self.best or (math.isnan(self.best) and not math.isnan(cer)):
-            self.best = cer if not math.isnan(cer) else self.best
-            self.best_params = self.model.state_dict()
-        if not self.val_feats:  # nothing to choose with: the latest parameters are the best
-            self.best_params = self.model.state_dict()
-        return cer
-
-    def next_batch(self) -> np.ndarray:
-        if not self._queue:
-            self._queue = buckets(self.train_lengths, self.s.batch, self.batch_rng)
-        return self._queue.pop()
-
-    def train_step(self) -> float:
-        s, model = self.s, self.model
-        idx = self.next_batch()
-        x, lengths = pad_batch(self.train_feats, idx)  # (B, T, F)
-        y, ylen = pad_targets(self.train_targets, idx)
-        logits = model.forward(x, lengths)  # (B, T, C)
+    def loss(self, batch) -> float:
+        x, lengths, y, ylen = batch
+        logits = self.model.forward(x, lengths)                           # (B, T, C)
         loss = float(self.ctc.forward(logits, y, lengths, ylen))
-        model.backward(self.ctc.backward())
-        apply_gradients(model, self.opt, self.lr_at(self.step), s.clip, loss, self.step)
-        self.step += 1
+        self.model.backward(self.ctc.backward())
         return loss
 
-    def run(self) -> dict:
-        s = self.s
-        start = self.clock()
-        bar = Progress(s.steps, initial=self.step, desc="asr train", every=10, enabled=self.show_progress)
-        recent, cer, stopped = [], math.nan, None
-        try:
-            while self.step < s.steps:
-                loss = self.train_step()
-                recent.append(loss)
-                self.elapsed = self.clock() - start
-                out_of_time = s.max_time is not None and self.elapsed >= s.max_time
-                if self.step % s.eval_every == 0 or self.step == s.steps or out_of_time:
-                    self.history["step"].append(self.step)
-                    self.history["train"].append(float(np.mean(recent)))
-                    recent = []
-                    cer = self.evaluate()
-                    self.save()
-                    bar.write(f"step {self.step}: train CTC {self.history['train'][-1]:.4f}  "
-                              f"val CER {cer:.4f}  ({self.elapsed:.0f} s)")
-                bar.update(1, loss=f"{loss:.3f}", cer=f"{cer:.3f}")
-                if out_of_time:
-                    stopped = "max-time"
-                    break
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            self.save()
-        finally:
-            bar.close()
-        return {"step": self.step, "best_val_cer": self.best, "last_val_cer": cer, "stopped": stopped,
-                "seconds": self.elapsed}
+    def evaluate(self) -> dict[str, float]:
+        """Greedy CER (and WER) of the validation utterances."""
+        hyps = decode_all(self.model, self.alphabet, self.val_feats)
+        rates = error_rates(self.val_texts, hyps)
+        return {"cer": rates["cer"], "wer": rates["wer"]}
+
+    def config(self) -> dict:
+        return {"model": self.model.cfg.to_json(), "features": self.fcfg.to_json(),
+                "alphabet": self.alphabet.chars, "manifest": self.manifest,
+                "val_manifest": self.val_manifest}
+
+    def rngs(self) -> dict[str, np.random.Generator]:
+        return {"dropout": self.model.rng}
 
 
-def load_model(directory: str | Path, which: str = "best"):
-    """Rebuild a trained recogniser: (model in eval mode, alphabet, feature config, settings)."""
+class Recognizer:
+    """A trained recogniser: what ``rnnkit.load`` gives for an asr run (``transcribe``)."""
+
+    def __init__(self, model: SpeechModel, alphabet: Alphabet, features: FeatureConfig,
+                 settings: ASRSettings) -> None:
+        self.model, self.alphabet, self.features, self.settings = model, alphabet, features, settings
+
+    def transcribe(self, wavs, beam: int = 1) -> list[str]:
+        """The transcript of each WAV file (greedy for beam 1, else prefix beam search)."""
+        if beam < 1:
+            raise ValueError(f"--beam must be >= 1, got {beam}")
+        return decode_all(self.model, self.alphabet, transcribe_features(wavs, self.features), beam)
+
+    def evaluate(self, manifest: str | Path, beam: int = 1, workers: int = 2) -> dict:
+        """{"cer", "wer", "utterances"} on a JSON-lines manifest."""
+        if beam < 1:
+            raise ValueError(f"--beam must be >= 1, got {beam}")
+        items = read_manifest(manifest)
+        hyps = decode_all(self.model, self.alphabet, load_features(items, self.features, workers),
+                          beam)
+        return error_rates([t for _, t in items], hyps)
+
+
+def load_model(directory: str | Path, which: str = "best") -> Recognizer:
+    """Rebuild a trained recogniser from its run folder."""
     directory = Path(directory)
-    if not (directory / "meta.json").exists() and not directory.is_dir():
-        raise ValueError(f"{directory}: no such model directory")
     config, arrays, _ = load_checkpoint(directory)
     if config.get("app") != "asr":
         raise ValueError(f"{directory} is not a speech-recognition checkpoint")
-    model = SpeechModel(ModelConfig(**config["model"]), np.random.default_rng(0))
+    settings = from_dict(ASRSettings, config.get("settings"), where=f"{directory}/config.json")
+    try:
+        model = SpeechModel(ModelConfig(**config["model"]), np.random.default_rng(0))
+        alphabet, features = Alphabet(config["alphabet"]), FeatureConfig(**config["features"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"corrupt checkpoint: {directory}/config.json: bad model entry ({e})") from None
     model.load_state_dict(arrays["best" if which == "best" else "params"])
     model.eval()
-    return (model, Alphabet(config["alphabet"]), FeatureConfig(**config["features"]),
-            from_dict(TrainSettings, config["settings"]))
-
-
-def evaluate_manifest(model_dir: str | Path, manifest: str | Path, beam: int = 1,
-                      workers: int = 2) -> dict:
-    """{"cer", "wer", "utterances"} of a trained model on a manifest."""
-    model, alphabet, fcfg, _ = load_model(model_dir)
-    items = read_manifest(manifest)
-    hyps = decode_all(model, alphabet, load_features(items, fcfg, workers), beam)
-    return error_rates([t for _, t in items], hyps)
+    return Recognizer(model, alphabet, features, settings)

@@ -5,3 +5,14 @@ A global LSTM / GRU / RNN encoder over a context window of per-window, per-serie
 all H steps at once, trained with negative log-likelihood), rolling-origin backtests against the
 naive, seasonal-naive and drift baselines with M4's metrics.
 """
+
+
+from . import export  # noqa: E402,F401  (registers the exporters with rnnkit.interop)
+
+
+def load(directory, which: str = "best"):
+    """The trained forecaster of a run folder (``forecast(series_set)``): a `Forecaster`
+    (``--model direct``) or an `ESRNNForecaster` (``--model esrnn``)."""
+    from .models import load_model
+
+    return load_model(directory, which)

@@ -49,12 +49,12 @@ def backtest(data: SeriesSet, settings: ForecastSettings, folds: int = 3,
     settings.check()
     H = settings.horizon
     references = classical.available() if references is None else tuple(references)
+    season = context = None
     cuts = fold_cuts(data, H, folds)
     deadline = Deadline(max_time)
     others = {**BASELINES, **{r: (lambda y, h, m, r=r: classical.forecast(r, y, h, m))
                               for r in references}}
     names = ("model",) + tuple(others)
-    season = context = None
     # scores[name][series index] -> list of per-fold metric dicts
     scores = {name: [[] for _ in data.series] for name in names}
     forecasts = []
@@ -62,7 +62,7 @@ def backtest(data: SeriesSet, settings: ForecastSettings, folds: int = 3,
         past = data.truncate(cut)
         model = build_forecaster(settings, data.freq, len(data.covariates))
         season, context = model.season, model.context
-        model.fit(past, deadline=deadline.part(len(cuts) - k), log=log)
+        model.fit(past, max_time=deadline.share(len(cuts) - k), log=log)
         fc = model.forecast(past)
         for i, (s, f) in enumerate(zip(data.series, fc)):
             history = past.series[i].values
@@ -80,7 +80,8 @@ def backtest(data: SeriesSet, settings: ForecastSettings, folds: int = 3,
             snaive = mean_of(m["mase"] for per in scores["seasonal_naive"] for m in per[-1:])
             log(f"fold {k + 1}/{len(cuts)}: origin {len(cuts) - k} x {H} before the end, "
                 f"MASE {_fmt(mase_now)} (seasonal naive {_fmt(snaive)}), "
-                f"{model.info['epochs']} epochs, {model.info['seconds']:.1f}s")
+                f"{model.info['epochs'] if model.info['epochs'] is not None else '-'} passes, "
+                f"{model.info['seconds']:.1f}s")
     summary = {"horizon": H, "folds": len(cuts), "season": season}
     for name in names:
         keys = POINT + (INTERVAL if name == "model" else ())

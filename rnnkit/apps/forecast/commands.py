@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from ...data.series import FILL_METHODS, SeriesSet, read_series_csv
+from ...train.cli import add_train_options, parse_settings
+from ...train.engine import resume_settings
+from ...train.files import check_file_output
 from ...train.progress import plot_curves
-from ...train.settings import add_options, from_options
+from ...train.settings import add_options, check_max_time, from_options
 from .backtest import backtest, format_table
 from .plot import plot_forecasts
 from .models import build_forecaster, load_forecaster
-from .train import Deadline, ForecastSettings
+from .train import ForecastSettings, fingerprint, save_plan
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +40,8 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
     add_options(p, ForecastSettings, skip=("horizon",))
+    p.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
+                   help="seconds the whole backtest may train (shared between folds and networks)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
 
@@ -61,11 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=cmd_backtest)
 
     p = verbs.add_parser("train", help="train a forecasting model on all the data",
-                         description="Train the model on every series of the CSV and save it to --out.")
+                         description="Train the model on every series of the CSV and save it to "
+                                     "--out.  --max-time without --steps is a budget the networks "
+                                     "share (the model completes); with --steps it is a limit "
+                                     "after which --resume continues.")
     _data_options(p)
-    _model_options(p)
-    p.add_argument("--out", required=True, help="model directory")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    add_train_options(p, ForecastSettings, skip=("horizon",))
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=cmd_train)
 
@@ -91,6 +98,7 @@ def _log(args):
 def _settings(args) -> ForecastSettings:
     s = from_options(ForecastSettings, args, horizon=args.horizon)
     s.check()
+    check_max_time(args.max_time)
     return s
 
 
@@ -124,12 +132,14 @@ def _tail(values: np.ndarray, start: int, step: int, keep: int):
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.plot:
+        check_file_output(args.plot, "--plot")
     data = _read(args)
     log = _log(args)
     if log:
         log(f"rnnkit forecast backtest: {_describe(data)}, {args.folds} folds of horizon "
             f"{settings.horizon}")
-    summary, forecasts = backtest(data, settings, folds=args.folds, max_time=settings.max_time,
+    summary, forecasts = backtest(data, settings, folds=args.folds, max_time=args.max_time,
                                   log=log, references=None if args.references else ())
     if args.json:
         print(json.dumps(summary))
@@ -148,24 +158,33 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    given, explicit = parse_settings(args, ForecastSettings)
+    settings, ckpt = resume_settings(args.out, "forecast", given, explicit, args.resume,
+                                     args.overwrite)
     out = Path(args.out)
-    if (out / "meta.json").exists() and not args.overwrite:
-        raise ValueError(f"{out} already holds a model: choose another --out or pass --overwrite")
     data = _read(args)
+    options = {"target": args.target, "time_col": data.time_col, "id_col": args.id_col,
+               "covariates": list(data.covariates), "fill": args.fill}
+    if ckpt is not None:
+        if ckpt[0].get("fingerprint") != fingerprint(data) or ckpt[0].get("data") != options:
+            raise ValueError("--resume: the data (or its options) differ from the run's")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        save_plan(out, settings, options, data)
     log = _log(args)
     if log:
         log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}")
     model = build_forecaster(settings, data.freq, len(data.covariates))
-    info = model.fit(data, deadline=Deadline(settings.max_time), log=log)
-    options = {"target": args.target, "time_col": data.time_col, "id_col": args.id_col,
-               "covariates": list(data.covariates), "fill": args.fill}
-    model.save(out, options, meta={"csv": os.path.abspath(args.csv)})
-    val = info["history"].get("val") if info["history"] else None
-    if val:  # the early-stopping run's validation curve (epoch 0: the linear forecast alone)
-        start = 0 if len(val) > len(info["history"]["train"]) else 1
-        epochs = list(range(start, start + len(val)))
-        plot_curves(out / "validation.png", {"validation MAE": (epochs, val)}, xlabel="epoch",
+    info = model.fit(data, out=out, max_time=args.max_time, budget="steps" not in explicit, log=log)
+    if info["stopped"]:
+        print(f"rnnkit forecast train: {info['stopped']} after {info['seconds']:.1f}s; "
+              f"--resume continues the run in {out}", file=sys.stderr)
+        return 130 if info["stopped"] == "interrupted" else 0
+    model.save(out, options, meta={"csv": os.path.abspath(args.csv), "fingerprint": fingerprint(data)})
+    history = info["history"]
+    if history and history["eval"].get("mae"):  # the early-stopping run's validation curve
+        plot_curves(out / "validation.png", {"validation MAE": (history["eval_step"],
+                                                                history["eval"]["mae"])},
                     ylabel="MAE of the scaled forecasts", title="rnnkit forecast train")
     summary = {"out": str(out), "series": info["series"], "windows": info["windows"],
                "epochs": info["epochs"], "seconds": round(info["seconds"], 3),
@@ -179,6 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_file_output(args.plot, "--plot")
     model, options = load_forecaster(args.model)
     data = read_series_csv(args.csv, options["target"], time_col=options["time_col"],
                            id_col=options["id_col"], covariates=options["covariates"],

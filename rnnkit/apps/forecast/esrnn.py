@@ -41,25 +41,29 @@ reads position k); then dl = dL / l, ds = dS / s and the recursion is run in rev
     l_0:      ds_0 += -dl_0 y_0 / s_0^2
     then  da = d alpha alpha (1 - alpha),  dg = d gamma gamma (1 - gamma),  dc_k = ds_k s_k (k < m)
 
-Training is a Task-shaped class (`ESRNNTask`: ``batch(step)``, ``loss(batch)``, ``evaluate()``)
-driven for now by `_drive` with `rnnkit.train.loop.apply_gradients` and `schedule`; the forecaster
-(`ESRNNForecaster`) ensembles seeds and the parameters of the last epochs.
+Training: `ESRNNTask` is a `rnnkit.train.task.Task` (``batch(step)``, ``loss(batch)``,
+``evaluate()``, ``state()``) run by the shared loop `rnnkit.train.engine.fit` (Adam, warm-up over
+the first epoch then cosine decay to a tenth, global-norm clipping, checkpoints and resume); a
+callback keeps the parameters of the last epochs, and the forecaster (`ESRNNForecaster`)
+averages the quantile forecasts of every seed's last epochs.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ...data.series import Frequency, SeriesSet
 from ...nn import GRU, LSTM, RNN, Linear, Module, no_grad
-from ...nn.optim import Adam
 from ...train.checkpoint import load_checkpoint, save_checkpoint
-from ...train.loop import apply_gradients, schedule
+from ...train.engine import Callback, fit
 from ...train.settings import from_dict
+from ...train.task import Task
 from .metrics import QUANTILES, naive2, seasonal_indices
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -341,25 +345,31 @@ def init_seasons(model: ESRNN, series: list[np.ndarray]) -> None:
 
 # ----------------------------------------------------------------------------- the task
 
-class ESRNNTask:
-    """Training of one `ESRNN` in the shape of the shared loop's task.
+class ESRNNTask(Task):
+    """Training of one `ESRNN`, for the shared loop (`rnnkit.train.engine.fit`).
 
-    batch(step) -> idx: the series (positions in the training set) of update ``step``, a
-        deterministic function of (seed, step): series shuffled once per epoch, ``batch`` at a time.
-    loss(idx) -> float: forward and backward of those series; gradients sit in ``self.model``.
-    evaluate() -> {"loss": ..., "smape": ...}: the pinball loss of every series' last window
-        (targets: its last H values, in-sample) and the sMAPE of its median forecast there.
-    state() / load_state(d): nothing beyond the model's parameters (the batches are a pure
-        function of the step), so both are empty: resume = parameters + optimizer + step.
-    ``steps_per_epoch``: updates per pass over the series.
+    batch(step) -> idx: the series (positions in the training set) of update ``step``, a pure
+        function of (seed, step): the series shuffled once per epoch, ``batch`` at a time.
+    loss(idx) -> float: forward and backward of those series (masked, weighted pinball loss +
+        level penalty); the gradients sit in ``self.model.grads``.
+    evaluate() -> {} by default (every value of a short series trains; there is no validation
+        slice, the run is a fixed number of epochs); with ``validate=True``: {"loss", "smape"} of
+        each series' last window (its last H values, in-sample) for monitoring.
+    state() / load_state(): the parameters kept from the last epochs (``kept``, the ensemble
+        over epochs), so that a resumed run ends with the same ensemble.
+    ``steps_per_epoch``: updates per pass over the series; `KeepLast` fills ``kept``.
     """
 
+    app = "forecast"
+    loss_name = "pinball loss"
+
     def __init__(self, model: ESRNN, series: list[np.ndarray], batch: int, penalty: float,
-                 seed: int, weights: np.ndarray | None = None) -> None:
+                 seed: int, weights: np.ndarray | None = None, validate: bool = False) -> None:
         self.model, self.series = model, series
-        self.weights = weights
+        self.weights, self.validate = weights, validate
         self.batch_size, self.penalty, self.seed = max(1, batch), penalty, seed
         self.steps_per_epoch = math.ceil(len(series) / self.batch_size)
+        self.kept: list[dict] = []
         self._perm = (None, None)
 
     def batch(self, step: int) -> np.ndarray:
@@ -369,12 +379,9 @@ class ESRNNTask:
                 len(self.series)))
         return np.sort(self._perm[1][k * self.batch_size:(k + 1) * self.batch_size])
 
-    def _arrays(self, idx):
-        return pad_batch([self.series[i] for i in idx], self.model.dtype)
-
     def loss(self, idx: np.ndarray) -> float:
         m, cfg = self.model, self.model.cfg
-        y, lengths = self._arrays(idx)
+        y, lengths = pad_batch([self.series[i] for i in idx], m.dtype)
         o, z, e = m.forward(y, lengths, idx)
         mask = targets_mask(lengths, cfg.context, cfg.horizon, o.shape[1])
         loss, do, dz, de = pinball_loss(o, z, mask, cfg.quantiles, e,
@@ -384,54 +391,54 @@ class ESRNNTask:
         return loss
 
     def evaluate(self) -> dict:
+        if not self.validate:
+            return {}
         cfg, H = self.model.cfg, self.model.cfg.horizon
-        idx = np.array([i for i, v in enumerate(self.series) if len(v) >= cfg.context + H])
+        idx = np.array([i for i, v in enumerate(self.series) if len(v) >= cfg.context + 1 + H])
         if not len(idx):
             return {}
-        cut = [self.series[i][:-H] for i in idx]
-        y, lengths = pad_batch(cut, self.model.dtype)
+        y, lengths = pad_batch([self.series[i][:-H] for i in idx], self.model.dtype)
         fc = self.model.predict(y, lengths, idx)                       # (B, H, Q)
         actual = np.stack([self.series[i][-H:] for i in idx]).astype(np.float64)
         q = np.asarray(cfg.quantiles)[None, None, :]
         d = actual[..., None] - fc
         med = fc[:, :, len(cfg.quantiles) // 2]
         scale = np.abs(actual) + np.abs(med)
-        return {"loss": float(np.mean(np.maximum(q * d, (q - 1) * d) / np.mean(
-                    np.abs(actual), axis=1)[:, None, None])),
+        level = np.mean(np.abs(actual), axis=1)[:, None, None]
+        return {"loss": float(np.mean(np.maximum(q * d, (q - 1) * d) / level)),
                 "smape": float(200 * np.mean(np.abs(actual - med) / np.where(scale > 0, scale, 1)))}
 
-    def state(self) -> dict:
-        return {}
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"kept{j}/{name}": a for j, st in enumerate(self.kept) for name, a in st.items()}
 
-    def load_state(self, state: dict) -> None:
-        pass
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        kept: dict[int, dict] = {}
+        for key, a in arrays.items():
+            head, _, name = key.partition("/")
+            kept.setdefault(int(head[4:]), {})[name] = np.asarray(a)
+        self.kept = [kept[j] for j in sorted(kept)]
 
 
-def _drive(task: ESRNNTask, epochs: int, lr: float, clip: float, keep_last: int,
-           deadline: float | None = None, log=None) -> list[dict]:
-    """The private driver (to be replaced by the shared loop): Adam, linear warm-up over the
-    first epoch then cosine decay to lr / 10, global-norm clipping; returns the parameters
-    after each of the last ``keep_last`` epochs (the ensemble over epochs), at least one."""
-    model = task.model
-    total = max(1, epochs * task.steps_per_epoch)
-    lr_at = schedule(lr, lr / 10, min(task.steps_per_epoch, total // 4), total)
-    opt = Adam(lr=lr)
-    kept: list[dict] = []
-    step = 0
-    for epoch in range(epochs):
-        for _ in range(task.steps_per_epoch):
-            loss = task.loss(task.batch(step))
-            apply_gradients(model, opt, lr_at(step), clip, loss, step)
-            step += 1
-        if epoch >= epochs - keep_last:
-            kept.append(model.state_dict())
-        if log:
-            log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-    if not kept:
-        kept.append(model.state_dict())
-    return kept
+class KeepLast(Callback):
+    """Keeps the parameters at the end of each of the last ``n`` epochs of a run of ``steps``
+    (the loop evaluates once per epoch) in ``task.kept``."""
+
+    def __init__(self, n: int, steps: int, per_epoch: int) -> None:
+        self.first = max(steps - n * per_epoch, 0)
+
+    def on_evaluate(self, run, metrics) -> None:
+        task = run.task
+        if run.step > self.first and run.step % task.steps_per_epoch == 0:
+            task.kept.append(task.model.state_dict())
+
+
+def run_settings(s, task: ESRNNTask):
+    """The shared loop's settings for one ES-RNN run: ``es_epochs`` passes over the series at
+    ``es_lr`` (warm-up over the first epoch, cosine decay to a tenth), one evaluation per epoch."""
+    per = task.steps_per_epoch
+    steps = s.es_epochs * per
+    return dataclasses.replace(s, lr=s.es_lr, min_lr=s.es_lr / 10, warmup=min(per, steps // 4),
+                               steps=steps, eval_every=per, batch=s.es_batch)
 
 
 # ----------------------------------------------------------------------------- the forecaster
@@ -484,13 +491,17 @@ class ESRNNForecaster:
     def _too_short(self, data: SeriesSet, need: int) -> list[str]:
         return [s.id for s in data.series if len(s) < need]
 
-    def fit(self, data: SeriesSet, deadline=None, log=None) -> dict:
+    def fit(self, data: SeriesSet, out: str | Path | None = None, max_time: float | None = None,
+            budget: bool = True, log=None) -> dict:
         """Train ``ensemble`` models (seeds) on every series long enough; the others fall back
-        to Naive2 (see `fallback_forecast`), with a message."""
+        to Naive2 (see `fallback_forecast`), with a message.  Each seed is one run of the shared
+        loop (checkpointed in ``out/runs/seed<k>`` when ``out`` is given, so a stopped command
+        resumes); ``max_time`` and ``budget`` as in `Forecaster.fit`."""
         s = self.s
         start = time.monotonic()
+        deadline = None if max_time is None else start + max_time
         need = min_length(self.context)
-        short = self._too_short(data, need)
+        short = [x.id for x in data.series if len(x) < need]
         if short and log:
             names = ", ".join(repr(i) for i in short[:5]) + (" ..." if len(short) > 5 else "")
             log(f"{len(short)} series shorter than {need} values (input window {self.context} + "
@@ -500,21 +511,38 @@ class ESRNNForecaster:
         self.ids = [x.id for x in used]
         self.shifts = np.array([shift_of(x.values) for x in used])
         series = [x.values + sh for x, sh in zip(used, self.shifts)]
+        weights = mase_weights(series, self.season) if s.es_weighting and used else None
         self.members = []
-        runs = s.ensemble
+        stopped = None
         for k in range(s.ensemble if used else 0):
-            rng = np.random.default_rng([s.seed, k])
-            model = ESRNN(self.config(len(series)), rng)
+            model = ESRNN(self.config(len(series)), np.random.default_rng([s.seed, k]))
             init_seasons(model, series)
             task = ESRNNTask(model, series, s.es_batch, s.es_penalty, seed=s.seed * 1000 + k,
-                             weights=mase_weights(series, self.season) if s.es_weighting else None)
-            end = deadline.share(runs) if deadline is not None else None
-            self.members += _drive(task, s.es_epochs, s.es_lr, s.clip, s.es_last_epochs, end)
-            runs -= 1
+                             weights=weights)
+            settings = run_settings(s, task)
+            folder = None if out is None else Path(out) / "runs" / f"seed{k}"
+            has = folder is not None and (folder / "meta.json").exists()
+            share = None
+            if deadline is not None:
+                left = max(deadline - time.monotonic(), 1e-3)
+                share = left / (s.ensemble - k) if budget else left
+            summary = fit(task, settings, folder,
+                          checkpoint=load_checkpoint(folder) if has else None, max_time=share,
+                          fit_to_time=budget and share is not None, max_steps=settings.steps,
+                          callbacks=[KeepLast(s.es_last_epochs, settings.steps,
+                                              task.steps_per_epoch)], progress=False)
+            if summary["stopped"] == "interrupted" or (summary["stopped"] == "max-time"
+                                                       and not budget):
+                stopped = summary["stopped"]
+                break
+            self.members += task.kept or [task.model.state_dict()]
+        if stopped:
+            self.members = []
         self.info = {"epochs": s.es_epochs, "series": len(data), "windows": sum(
             max(len(v) - self.context, 0) for v in series), "fallback": short,
-            "members": len(self.members), "seconds": time.monotonic() - start, "history": {}}
-        if log and used:
+            "members": len(self.members), "seconds": time.monotonic() - start, "history": {},
+            "stopped": stopped}
+        if log and used and not stopped:
             log(f"trained {s.ensemble} x ES-RNN ({s.cell} {s.layers}x{s.hidden}, input window "
                 f"{self.context}, season {self.season}) on {len(used)} series, {s.es_epochs} "
                 f"epochs, {self.info['seconds']:.1f}s")
@@ -599,7 +627,10 @@ class ESRNNForecaster:
     @classmethod
     def load_from(cls, directory, settings_cls) -> tuple["ESRNNForecaster", dict]:
         config, arrays, meta = load_checkpoint(directory)
-        settings = from_dict(settings_cls, config["settings"])
+        if "members" not in config:
+            raise ValueError(f"{directory}: training has not finished; continue it with "
+                             "rnnkit forecast train --resume")
+        settings = from_dict(settings_cls, config.get("settings"), where=f"{directory}/config.json")
         fc = cls(settings, Frequency.from_json(config["freq"]), 0, info=meta.get("info", {}))
         fc.ids = [str(i) for i in config["ids"]]
         cfg = ESRNNConfig.from_json(config["esrnn"])

@@ -38,12 +38,12 @@ class NetConfig:
     input_size: int        # features per context step: 1 + calendar + covariates
     extra_size: int        # head inputs besides the RNN's output: context + future calendar
     horizon: int
-    cell: str = "lstm"
-    hidden: int = 32
-    layers: int = 1
-    dropout: float = 0.0
-    var_floor: float = 1e-4  # smallest variance, in scaled units
-    dtype: str = "float32"
+    cell: str              # the sizes below come from ForecastSettings (no defaults here)
+    hidden: int
+    layers: int
+    dropout: float
+    dtype: str
+    var_floor: float = 1e-4  # smallest variance, in scaled units (not a setting)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -20,12 +20,14 @@ def load_forecaster(directory):
     config, _, _ = load_checkpoint(directory)
     if config.get("app") != "forecast":
         raise ValueError(f"{directory} is not a forecasting checkpoint")
-    if config.get("model", "direct") == "esrnn":
+    settings = config.get("settings")
+    if config.get("model") == "esrnn" or (isinstance(settings, dict)
+                                          and settings.get("model") == "esrnn"):
         return ESRNNForecaster.load_from(directory, ForecastSettings)
     return Forecaster.load(directory)
 
 
 def load_model(directory, which: str = "best"):
-    """The forecaster of a checkpoint, for ``rnnkit export onnx`` (one set of parameters, so
-    ``which`` changes nothing)."""
+    """The forecaster of a run folder, for ``rnnkit.load`` and ``rnnkit export onnx`` (one set
+    of parameters, so ``which`` changes nothing)."""
     return load_forecaster(directory)[0]

@@ -1,117 +1,113 @@
 """Training and using a global forecasting model over one or many series.
 
-Every series is cut into windows: ``context`` values before an origin (scaled per window and
-series, see `rnnkit.data.series.normalize_windows`) and the ``horizon`` values after it.  One
-network is trained on the windows of all series (the DeepAR way); per-series scaling makes series
-of any level and unit look alike.
-
-Fitting (`Forecaster.fit`):
+One network is trained on the windows (`windows.py`) of all series (the DeepAR way); per-series
+scaling makes series of any level and unit look alike.  Fitting (`Forecaster.fit`):
 
 1. Split: the last max(horizon, val_fraction * windows) windows of every series validate; the
    training windows end ``horizon`` before them, so no training target is a validation target.
 2. Linear start: the head's linear path (scaled context + future calendar -> mean) is fitted in
    closed form by ridge regression, shrunk towards a benchmark forecast (naive, context mean or
    seasonal naive) with the (benchmark, penalty) pair that forecasts the validation windows best
-   (`fit_linear`).  The recurrent part starts silent, so epoch 0 *is* that forecast.
-3. Early stopping: Adam on the Gaussian NLL with global-norm clipping; the validation MAE of the
-   scaled forecasts picks the best epoch (0 included: the recurrent part must earn its place).
-   The predicted variances are calibrated on the validation windows (`calibrate_variance`).
+   (`fit_linear`).  The recurrent part starts silent, so step 0 *is* that forecast.
+3. Early stopping: the shared training loop (`rnnkit.train.engine.fit`) with Adam on the
+   Gaussian NLL; the validation MAE of the scaled forecasts, measured once per pass over the
+   windows (``--eval-every``), picks the best step (0 included: the recurrent part must earn its
+   place), ``--patience`` evaluations without improvement stop it.  The predicted variances are
+   calibrated on the validation windows (`calibrate_variance`).
 4. Refit: ``ensemble`` members (seeds) are trained again from the ridge start on every window for
-   the best number of epochs, so that the most recent data is learnt from too; their forecasts
+   the best number of passes, so that the most recent data is learnt from too; their forecasts
    are averaged (means average, variances combine as a mixture's).
 
+Each network is one run of the loop; with an output folder each keeps its checkpoint in
+``runs/<name>`` there, so ``--resume`` continues exactly where a stopped command left off.
 Every random draw comes from generators seeded by ``seed``: same seed, same data, same model.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
+import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ...data.series import (Frequency, Series, SeriesSet, context_windows, denormalize,
-                            normalize_windows, series_scale)
+from ...data.batching import EpochBatches
+from ...data.series import Frequency, SeriesSet, denormalize
 from ...nn import GaussianNLLLoss, no_grad
-from ...nn.optim import Adam, clip_grad_norm
 from ...train.checkpoint import load_checkpoint, save_checkpoint
-from ...train.settings import field, from_dict
+from ...train.engine import fit
+from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.task import Task
 from .model import ForecastNet, NetConfig
+from .windows import Windows, WindowInputs, assemble, training_windows, window_inputs
 
 Z80, Z95 = 1.2815515655446004, 1.959963984540054  # standard normal quantiles 0.9 and 0.975
+EPOCHS = 200      # default --steps: this many passes over the training windows
+MAX_PASS = 50     # default --eval-every: one pass over the windows, at most this many batches
 
 
 @dataclass
-class ForecastSettings:
+class ForecastSettings(TrainSettings):
     """Model and training settings; the defaults suit short business and science series."""
 
+    cell: str = like("cell", "lstm")
+    hidden: int = like("hidden", 32)
+    layers: int = like("layers", 1)
+    dropout: float = like("dropout", 0.0)
+    batch: int = like("batch", 32)
+    lr: float = like("lr", 1e-3)
+    min_lr: float = like("min_lr", 1e-3)
+    warmup: int = like("warmup", 0)
+    steps: int | None = like("steps", None, shown=f"{EPOCHS} passes over the training windows")
+    eval_every: int | None = like("eval_every", None, shown=f"one pass over the training windows, "
+                                                           f"at most {MAX_PASS} steps")
+    clip: float = like("clip", 1.0)
+    val_fraction: float = like("val_fraction", 0.2)
     horizon: int | None = field(None, "steps to forecast (required)")
     season: int | None = field(None, "seasonal period m (default: 12 monthly, 4 quarterly, 52 weekly, "
                                      "7 daily, 24 hourly, else 1)")
     context: int | None = field(None, "context window length (default: 2 * max(m, horizon), "
                                       "at least 8)")
-    cell: str = field("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
-    hidden: int = field(32, "hidden units per layer")
-    layers: int = field(1, "recurrent layers")
-    dropout: float = field(0.0, "dropout between recurrent layers")
-    epochs: int = field(200, "most epochs per model (early stopping usually ends sooner; 0: the "
-                             "ridge forecast alone)")
-    patience: int = field(20, "stop after this many epochs without a better validation error")
-    batch: int = field(32, "windows per batch")
-    batches_per_epoch: int = field(50, "most batches per epoch (large data sets sample windows)")
-    lr: float = field(1e-3, "learning rate (Adam)")
-    clip: float = field(1.0, "clip gradients to this global norm")
+    patience: int = field(20, "stop after this many evaluations without a better validation error")
     ensemble: int = field(3, "models (seeds) averaged")
-    val_fraction: float = field(0.2, "fraction of each series' windows (at least horizon) that "
-                                     "validates for early stopping")
-    refit: bool = field(True, "after early stopping, retrain on all windows for the best epoch count")
-    max_time: float | None = field(None, "seconds the whole command may train (stops early, cleanly)")
-    seed: int = field(0, "random seed")
-    dtype: str = field("float32", "float32 or float64", choices=("float32", "float64"))
+    refit: bool = field(True, "after early stopping, retrain on all windows for the best number "
+                              "of steps")
     loss: str = field("nll", "point loss: nll, or mse / mae for the mean with nll for the variance",
                       choices=("nll", "mse", "mae"))
     linear_init: bool = field(True, "start the head's linear path at the ridge-regression forecast")
+    recurrent: bool = field(True, "train the network; --no-recurrent keeps the ridge forecast alone")
     model: str = field("direct", "esrnn: per-series exponential smoothing learned jointly with a "
                                  "global RNN (Smyl's M4 winner); direct: an RNN over scaled "
                                  "windows with a Gaussian head", choices=("esrnn", "direct"))
-    es_epochs: int = field(20, "ES-RNN: passes over the series per ensemble member")
-    es_lr: float = field(3e-3, "ES-RNN: peak learning rate (Adam, warm-up then cosine decay)")
+    es_epochs: int = field(30, "ES-RNN: passes over the series per ensemble member")
+    es_lr: float = field(1e-2, "ES-RNN: peak learning rate (Adam, warm-up then cosine decay)")
     es_batch: int = field(32, "ES-RNN: series per batch")
     es_penalty: float = field(50.0, "ES-RNN: level-variability penalty (smoothness of the level)")
-    es_weighting: bool = field(False, "ES-RNN: weigh each series' loss by its level over its MASE "
-                                      "denominator")
+    es_weighting: bool = field(True, "ES-RNN: weigh each series' loss by its level over its MASE "
+                                     "denominator (the loss in MASE's units)")
     es_last_epochs: int = field(3, "ES-RNN: the parameters of this many last epochs join the "
                                    "ensemble")
 
     def check(self) -> None:
+        super().check()
         if self.horizon is None or self.horizon < 1:
             raise ValueError(f"--horizon must be >= 1, got {self.horizon}")
-        if self.epochs < 0:
-            raise ValueError(f"--epochs must be >= 0, got {self.epochs}")
-        for name in ("hidden", "layers", "batch", "ensemble", "batches_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("season", "context"):
+        for name in ("ensemble", "season", "context"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.patience < 0:
-            raise ValueError(f"--patience must be >= 0, got {self.patience}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not (self.lr > 0 and self.clip > 0):
-            raise ValueError("--lr and --clip must be > 0")
+        if self.patience < 1:
+            raise ValueError(f"--patience must be >= 1, got {self.patience}")
         for name in ("es_epochs", "es_batch", "es_last_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not (self.es_lr > 0 and self.es_penalty >= 0):
+        if not (math.isfinite(self.es_lr) and self.es_lr > 0 and self.es_penalty >= 0):
             raise ValueError("--es-lr must be > 0 and --es-penalty >= 0")
         if self.model not in ("esrnn", "direct"):
             raise ValueError(f"--model must be esrnn or direct, got {self.model!r}")
-        if self.max_time is not None and self.max_time <= 0:
-            raise ValueError(f"--max-time must be > 0, got {self.max_time}")
 
 
 def resolve(s: ForecastSettings, freq: Frequency) -> tuple[int, int]:
@@ -121,6 +117,13 @@ def resolve(s: ForecastSettings, freq: Frequency) -> tuple[int, int]:
     return season, context
 
 
+def schedule_for(s: ForecastSettings, windows: int) -> ForecastSettings:
+    """The settings of one network's run on ``windows`` training windows: --eval-every defaults
+    to one pass over them (at most MAX_PASS batches), --steps to EPOCHS such passes."""
+    every = s.eval_every or min(math.ceil(windows / s.batch), MAX_PASS)
+    return dataclasses.replace(s, eval_every=every, steps=s.steps or EPOCHS * every)
+
+
 class Deadline:
     """Shares a time budget (seconds, or None for no limit) between the runs of one command."""
 
@@ -128,145 +131,13 @@ class Deadline:
         self.end = None if seconds is None else time.monotonic() + seconds
 
     def share(self, runs_left: int) -> float | None:
-        """The monotonic time by which the next of ``runs_left`` equal runs should stop."""
+        """Seconds for the next of ``runs_left`` equal runs (None: no limit)."""
         if self.end is None:
             return None
-        now = time.monotonic()
-        return now + max(self.end - now, 0.0) / max(runs_left, 1)
+        return max(self.end - time.monotonic(), 1e-3) / max(runs_left, 1)
 
-    def part(self, parts_left: int) -> "Deadline":
-        """A deadline for the next of ``parts_left`` equal parts of what is left."""
-        part = Deadline(None)
-        part.end = self.share(parts_left)
-        return part
-
-
-# ----------------------------------------------------------------------------- features
-
-def _standardize_covariates(cov: np.ndarray) -> np.ndarray:
-    """Per-series standardisation of covariates (T, C) from the history itself."""
-    if cov.shape[1] == 0:
-        return cov
-    mean, std = cov.mean(axis=0), cov.std(axis=0)
-    std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
-    return (cov - mean) / std
-
-
-@dataclass
-class Windows:
-    """Network inputs for a set of windows, plus what turns outputs back into values."""
-
-    x: np.ndarray       # (n, N, F) per-step inputs
-    extra: np.ndarray   # (n, E) head inputs: scaled context + future calendar
-    level: np.ndarray   # (n,) level of each window (original units)
-    scale: np.ndarray   # (n,) scale of each window's series
-    target: np.ndarray | None  # (n, H) scaled targets, or None
-
-    def __len__(self) -> int:
-        return len(self.level)
-
-    def take(self, idx: np.ndarray) -> "Windows":
-        return Windows(self.x[idx], self.extra[idx], self.level[idx], self.scale[idx],
-                       None if self.target is None else self.target[idx])
-
-
-@dataclass
-class WindowInputs:
-    """What windows are made of, in original units: the part of `make_windows` that needs the
-    whole series (and the inputs of a forecaster exported to ONNX, `Forecaster.onnx_inputs`)."""
-
-    context: np.ndarray     # (n, N) the N values before each origin, left-padded by the first
-    scale: np.ndarray       # (n,) the series' scale (`series_scale` of the history)
-    calendar: np.ndarray    # (n, N + H, 2c) calendar features of the context and horizon steps
-    covariates: np.ndarray  # (n, N, k) the context steps' covariates, standardised per series
-
-    @staticmethod
-    def concat(parts: list["WindowInputs"]) -> "WindowInputs":
-        return WindowInputs(*(np.concatenate([getattr(p, f.name) for p in parts])
-                              for f in fields(WindowInputs)))
-
-
-def window_inputs(s: Series, freq: Frequency, origins: np.ndarray, context: int, horizon: int,
-                  history: int | None = None) -> WindowInputs:
-    """The inputs of the windows of one series at ``origins`` (see `make_windows`)."""
-    origins = np.asarray(origins, np.int64)
-    n_hist = len(s) if history is None else history
-    values = s.values[:n_hist]
-    steps = origins[:, None] + np.arange(-context, horizon)[None, :]       # (n, N + H) positions
-    cal = freq.calendar(s.start + freq.step * steps.reshape(-1))
-    return WindowInputs(
-        context=context_windows(values, origins, context),                 # (n, N)
-        scale=np.full(len(origins), series_scale(values)),
-        calendar=cal.reshape(len(origins), context + horizon, -1),         # (n, N + H, 2c)
-        covariates=context_windows(_standardize_covariates(s.covariates[:n_hist]), origins,
-                                   context))                               # (n, N, k)
-
-
-def assemble(inp: WindowInputs, dtype, target: np.ndarray | None = None) -> Windows:
-    """Network inputs from window inputs (and scaled targets from ``target`` (n, H)).
-
-    z = (context - level) / scale with the last context value as level;
-    x = [z, calendar of the context steps, covariates] per step, extra = [z, future calendar].
-    An exported forecaster's ONNX graph repeats exactly this.
-    """
-    N = inp.context.shape[1]
-    z, level, zt = normalize_windows(inp.context, inp.scale, target)
-    x = np.concatenate([z[..., None], inp.calendar[:, :N], inp.covariates], axis=2)  # (n, N, F)
-    extra = np.concatenate([z, inp.calendar[:, N:].reshape(len(z), -1)], axis=1)     # (n, E)
-    return Windows(x.astype(dtype), extra.astype(dtype), level, inp.scale,
-                   None if zt is None else zt.astype(dtype))
-
-
-def make_windows(s: Series, freq: Frequency, origins: np.ndarray, context: int, horizon: int,
-                 dtype, with_target: bool = True, history: int | None = None) -> Windows:
-    """Windows of one series at ``origins`` (forecasts of values[o : o + horizon]).
-
-    The scale comes from the series' first ``history`` values (default: all of it): the data a
-    model may see, never the values a backtest fold holds out.
-    """
-    origins = np.asarray(origins, np.int64)
-    tgt = None
-    if with_target:  # never past the history
-        values = s.values[: len(s) if history is None else history]
-        tgt = values[origins[:, None] + np.arange(horizon)[None, :]]       # (n, H)
-    return assemble(window_inputs(s, freq, origins, context, horizon, history), dtype, tgt)
-
-
-def _concat(parts: list[Windows]) -> Windows:
-    return Windows(np.concatenate([p.x for p in parts]), np.concatenate([p.extra for p in parts]),
-                   np.concatenate([p.level for p in parts]), np.concatenate([p.scale for p in parts]),
-                   np.concatenate([p.target for p in parts]))
-
-
-def training_windows(data: SeriesSet, context: int, horizon: int, dtype,
-                     val_fraction: float = 0.2):
-    """(train, validation, all) windows of every series; validation None when no series can spare any.
-
-    Origins run from half a context into the series (earlier ones are left-padded) to
-    len - horizon.  The last max(horizon, val_fraction * origins) origins of each series are
-    validation (fewer for a short series) and its training origins stop ``horizon`` before the
-    first of them, so no training target is a validation target.
-    """
-    train, val, full = [], [], []
-    for s in data.series:
-        n = len(s)
-        if n < horizon + 1:
-            continue
-        first = min(max(1, context // 2), n - horizon)
-        origins = np.arange(first, n - horizon + 1)
-        w = make_windows(s, data.freq, origins, context, horizon, dtype)
-        full.append(w)
-        usable = len(origins) - horizon + 1  # training + validation origins without overlap
-        v = min(max(horizon, int(round(val_fraction * len(origins)))), usable // 2)
-        if val_fraction > 0 and v >= 1 and usable - v >= 2:
-            train.append(w.take(np.arange(usable - v)))
-            val.append(w.take(np.arange(len(origins) - v, len(origins))))
-        else:
-            train.append(w)
-    if not full:
-        raise ValueError(f"every series is shorter than horizon + 1 = {horizon + 1} values: "
-                         "nothing to train on")
-    return _concat(train), (_concat(val) if val else None), _concat(full)
+    def left(self) -> float | None:
+        return None if self.end is None else max(self.end - time.monotonic(), 1e-3)
 
 
 # ----------------------------------------------------------------------------- training
@@ -358,68 +229,60 @@ def calibrate_variance(net: ForecastNet, val: Windows) -> np.ndarray:
     return np.clip(np.mean((val.target - mean) ** 2 / var, axis=0), 0.25, 25.0)
 
 
-def train_net(cfg: NetConfig, s: ForecastSettings, train: Windows, val: Windows | None,
-              epochs: int, seed: int, deadline: float | None,
-              linear=None) -> tuple[ForecastNet, int, dict]:
-    """Train one network; with ``val``, keep the parameters of its best epoch (early stopping).
+class NetTask(Task):
+    """One forecasting network on a set of windows: the Gaussian NLL (or the point loss for the
+    mean), validated by the MAE of the scaled forecasts where ``val`` is given."""
 
-    Returns (network, epochs that gave its parameters, history).
-    """
-    rng = np.random.default_rng([s.seed, seed])
-    net = ForecastNet(cfg, rng)
-    if linear is not None:
-        net.set_linear(*linear[:3])
-    loss_fn, opt = GaussianNLLLoss(), Adam(lr=s.lr)
-    n = len(train)
-    per_epoch = min(math.ceil(n / s.batch), s.batches_per_epoch)
-    best, best_epoch, best_state = math.inf, 0, None
-    history = {"train": [], "val": []}
-    if val is not None and linear is not None:  # epoch 0: the linear forecast alone
-        best, best_state = _val_error(net, val), net.state_dict()
-        history["val"].append(best)
-    for epoch in range(1, epochs + 1):
-        perm = rng.permutation(n)
-        total = 0.0
-        for b in range(per_epoch):
-            idx = perm[b * s.batch : (b + 1) * s.batch]
-            if len(idx) == 0:
-                break
-            mean, var = net.forward(train.x[idx], train.extra[idx])
-            loss = float(loss_fn.forward(mean, train.target[idx], var))
-            dmean, dvar = loss_fn.backward()
-            if s.loss != "nll":  # the mean learns from its own loss; the variance from the NLL
-                diff = mean - train.target[idx]
-                g = 2 * diff if s.loss == "mse" else np.sign(diff)
-                dmean = (g / diff.size).astype(mean.dtype)
-            net.backward(dmean, dvar)
-            params = list(net.named_parameters())
-            norm = clip_grad_norm(params, s.clip)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                raise ValueError(f"training diverged in epoch {epoch}: loss {loss}, gradient norm "
-                                 f"{norm}; try a lower --lr")
-            opt.step(params)
-            net.zero_grad()
-            total += loss
-        history["train"].append(total / per_epoch)
-        out_of_time = deadline is not None and time.monotonic() >= deadline
-        if val is not None:
-            err = _val_error(net, val)
-            history["val"].append(err)
-            if err < best:
-                best, best_epoch, best_state = err, epoch, net.state_dict()
-            elif epoch - best_epoch >= s.patience:
-                break
-        else:
-            best_epoch = epoch
-        if out_of_time:
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    return net, best_epoch, history
+    app = "forecast"
+    metric = "mae"
+    loss_name = "Gaussian NLL"
+
+    def __init__(self, cfg: NetConfig, s: ForecastSettings, train: Windows, val: Windows | None,
+                 member: int, linear=None) -> None:
+        self.s, self.train_w, self.val = s, train, val
+        self.model = ForecastNet(cfg, np.random.default_rng([s.seed, member]))
+        self.linear = linear is not None  # the network starts as the ridge forecast
+        if self.linear:
+            self.model.set_linear(*linear[:3])
+        self.batches = EpochBatches(len(train), s.batch, [s.seed, member, 1])
+        self.loss_fn = GaussianNLLLoss()
+
+    def batch(self, step: int) -> np.ndarray:
+        return self.batches[step]
+
+    def loss(self, idx) -> float:
+        w, net = self.train_w, self.model
+        mean, var = net.forward(w.x[idx], w.extra[idx])
+        loss = float(self.loss_fn.forward(mean, w.target[idx], var))
+        dmean, dvar = self.loss_fn.backward()
+        if self.s.loss != "nll":  # the mean learns from its own loss; the variance from the NLL
+            diff = mean - w.target[idx]
+            g = 2 * diff if self.s.loss == "mse" else np.sign(diff)
+            dmean = (g / diff.size).astype(mean.dtype)
+        net.backward(dmean, dvar)
+        return loss
+
+    def evaluate(self) -> dict[str, float]:
+        return {} if self.val is None else {"mae": _val_error(self.model, self.val)}
+
+    def rngs(self) -> dict[str, np.random.Generator]:
+        return {"dropout": self.model.rnn.rng}
+
+
+def fingerprint(data: SeriesSet) -> str:
+    """sha256 of every series' values and covariates (a resumed run must see the same data)."""
+    h = hashlib.sha256()
+    for s in data.series:
+        h.update(np.ascontiguousarray(s.values, np.float64).tobytes())
+        h.update(np.ascontiguousarray(s.covariates, np.float64).tobytes())
+    return h.hexdigest()
 
 
 class Forecaster:
-    """A trained ensemble with everything needed to forecast new data (and to save itself)."""
+    """A trained ensemble with everything needed to forecast new data (and to save itself).
+
+    What ``rnnkit.load`` gives for a forecast run: ``forecast(data)``.
+    """
 
     def __init__(self, settings: ForecastSettings, freq: Frequency, n_covariates: int,
                  nets: list[ForecastNet] | None = None, info: dict | None = None) -> None:
@@ -442,15 +305,21 @@ class Forecaster:
                          cell=self.s.cell, hidden=self.s.hidden, layers=self.s.layers,
                          dropout=self.s.dropout, dtype=self.s.dtype)
 
-    def fit(self, data: SeriesSet, deadline: Deadline | None = None, log=None) -> dict:
-        """Train the ensemble on every window of ``data``; returns a summary."""
+    def fit(self, data: SeriesSet, out: str | Path | None = None, max_time: float | None = None,
+            budget: bool = True, log=None) -> dict:
+        """Train the ensemble on every window of ``data``; returns a summary (``info``).
+
+        out: a folder for the networks' checkpoints (``out/runs/<name>``; a run found there is
+        continued, a finished one reused).  max_time: seconds this call may train; ``budget``
+        shares them between the networks and fits each one's steps to its share (the model
+        completes), else it is a hard limit after which ``info["stopped"]`` says "max-time"
+        and the model is incomplete (fit again with the same ``out`` to continue).
+        """
         s, H, N = self.s, self.horizon, self.context
-        deadline = deadline or Deadline(None)
+        deadline = Deadline(max_time)
         train, val, full = training_windows(data, N, H, np.dtype(s.dtype), s.val_fraction)
         cfg = self.net_config()
         start = time.monotonic()
-        history: dict = {}
-        self.nets = []
         lin = lin_full = None
         if val is None:
             # too little data to validate anything: the ridge forecast shrunk firmly towards the
@@ -458,36 +327,79 @@ class Forecaster:
             if s.linear_init:
                 prior = "seasonal" if 1 < self.season <= N else "naive"
                 lin_full = fit_linear(full, None, N, self.season, choice=(prior, 10.0))
-            epochs = 0 if s.linear_init else s.epochs
-        else:
-            if s.linear_init:
-                lin = fit_linear(train, val, N, self.season)
-                lin_full = fit_linear(full, None, N, self.season, choice=lin[3])
-            epochs = s.epochs
-        runs = s.ensemble + (1 if (val is not None and s.refit) else 0)
-        if val is not None and s.refit:
-            # one early-stopped run picks the epoch count; every member then trains on all windows
-            net, epochs, history = train_net(cfg, s, train, val, s.epochs, 0, deadline.share(runs),
-                                             lin)
-            self.var_scale = calibrate_variance(net, val)
-            runs -= 1
-        for k in range(s.ensemble):
+        elif s.linear_init:
+            lin = fit_linear(train, val, N, self.season)
+            lin_full = fit_linear(full, None, N, self.season, choice=lin[3])
+        select = val is not None and s.refit
+        runs_left = (s.ensemble + select) if s.recurrent else 0
+        history, stopped = {}, None
+
+        def run(name, task, settings, patience=None):
+            """One network's run of the loop (None when it has no step to train)."""
+            nonlocal runs_left, stopped
+            if settings.steps < 1:  # nothing to train: the linear start is the model
+                return None
+            folder = None if out is None else Path(out) / "runs" / name
+            has = folder is not None and (folder / "meta.json").exists()
+            share = deadline.share(runs_left) if budget else deadline.left()
+            summary = fit(task, settings, folder, checkpoint=load_checkpoint(folder) if has else None,
+                          max_time=share, fit_to_time=budget and share is not None,
+                          max_steps=settings.steps, patience=patience,
+                          eval_at_start=patience is not None and task.linear, progress=False)
+            runs_left -= 1
+            if summary["stopped"] == "interrupted" or (summary["stopped"] == "max-time" and not budget):
+                stopped = summary["stopped"]
+            task.model.load_state_dict(summary["run"].best_params)
+            return summary
+
+        passes = None
+        if select:
+            # one early-stopped run picks the number of passes; every member then trains on all
+            sel = schedule_for(s, len(train))
+            task = NetTask(cfg, sel, train, val, 0, lin)
+            summary = run("select", task, sel, s.patience) if s.recurrent else None
+            if stopped:
+                return self._stopped(stopped, start)
+            history = summary["run"].history if summary else {}
+            passes = summary["best_step"] / sel.eval_every if summary else 0.0
+            self.var_scale = calibrate_variance(task.model, val)
+        self.nets = []
+        for k in range(1, s.ensemble + 1):
             if val is not None and not s.refit:  # every member early-stopped on its own
-                net, _, h = train_net(cfg, s, train, val, epochs, k + 1, deadline.share(runs), lin)
-                if not history:
-                    history, self.var_scale = h, calibrate_variance(net, val)
+                member = schedule_for(s, len(train))
+                if not s.recurrent:
+                    member = dataclasses.replace(member, steps=0)
+                task = NetTask(cfg, member, train, val, k, lin)
+                summary = run(f"member{k}", task, member, s.patience)
+                if k == 1:
+                    history = summary["run"].history if summary else {}
+                    self.var_scale = calibrate_variance(task.model, val)
             else:
-                net, _, _ = train_net(cfg, s, full, None, epochs, k + 1, deadline.share(runs),
-                                      lin_full)
-            self.nets.append(net)
-            runs -= 1
+                member = schedule_for(s, len(full))
+                if passes is not None:  # the selection run's number of passes over the windows
+                    member = dataclasses.replace(member, steps=round(passes * member.eval_every))
+                elif not s.recurrent or (val is None and s.linear_init):
+                    member = dataclasses.replace(member, steps=0)  # the ridge forecast alone
+                task = NetTask(cfg, member, full, None, k, lin_full)
+                run(f"member{k}", task, member)
+            if stopped:
+                return self._stopped(stopped, start)
+            task.model.eval()
+            self.nets.append(task.model)
+        epochs = None if passes is None else round(passes)
         self.info = {"epochs": epochs, "windows": len(full), "series": len(data),
                      "validation_windows": 0 if val is None else len(val),
                      "linear": None if lin_full is None else list(lin_full[3]),
-                     "seconds": time.monotonic() - start, "history": history}
+                     "seconds": time.monotonic() - start, "history": history, "stopped": None}
         if log:
             log(f"trained {s.ensemble} x {s.cell} {s.layers}x{s.hidden} on {len(full)} windows of "
-                f"{len(data)} series, {epochs} epochs, {self.info['seconds']:.1f}s")
+                f"{len(data)} series, {epochs if epochs is not None else '-'} passes, "
+                f"{self.info['seconds']:.1f}s")
+        return self.info
+
+    def _stopped(self, how: str, start: float) -> dict:
+        self.nets = []
+        self.info = {"stopped": how, "seconds": time.monotonic() - start}
         return self.info
 
     @property
@@ -542,6 +454,7 @@ class Forecaster:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, directory, data_options: dict, meta: dict | None = None) -> None:
+        """Write the trained ensemble (``config.json`` + one ``member<k>.npz`` each)."""
         config = {"app": "forecast", "settings": asdict(self.s), "freq": self.freq.to_json(),
                   "n_covariates": self.n_covariates, "data": data_options,
                   "net": self.net_config().to_json(), "members": len(self.nets)}
@@ -557,10 +470,16 @@ class Forecaster:
         config, arrays, meta = load_checkpoint(directory)
         if config.get("app") != "forecast":
             raise ValueError(f"{directory} is not a forecasting checkpoint")
-        settings = from_dict(ForecastSettings, config["settings"])
-        fc = cls(settings, Frequency.from_json(config["freq"]), int(config["n_covariates"]),
-                 info=meta.get("info", {}))
-        cfg = NetConfig(**config["net"])
+        if "members" not in config:
+            raise ValueError(f"{directory}: training has not finished; continue it with "
+                             "rnnkit forecast train --resume")
+        settings = from_dict(ForecastSettings, config.get("settings"), where=f"{directory}/config.json")
+        try:
+            fc = cls(settings, Frequency.from_json(config["freq"]), int(config["n_covariates"]),
+                     info=meta.get("info", {}))
+            cfg = NetConfig(**config["net"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"corrupt checkpoint: {directory}/config.json: bad entry ({e})") from None
         if cfg != fc.net_config():
             raise ValueError(f"corrupt checkpoint: {directory}: network sizes disagree with its "
                              "settings")
@@ -578,7 +497,16 @@ class Forecaster:
         return fc, config["data"]
 
 
+def save_plan(directory: Path, settings: ForecastSettings, data_options: dict, data: SeriesSet) -> None:
+    """The checkpoint a forecast run starts with: what ``--resume`` needs before the ensemble
+    exists (settings, data options and the data's fingerprint); older network runs are removed."""
+    shutil.rmtree(directory / "runs", ignore_errors=True)
+    save_checkpoint(directory, config={"app": "forecast", "settings": asdict(settings),
+                                       "data": data_options, "fingerprint": fingerprint(data)},
+                    arrays={}, meta={})
+
+
 def load_model(directory, which: str = "best") -> Forecaster:
-    """The forecaster of a checkpoint, for ``rnnkit export onnx``; a forecasting checkpoint holds
-    one set of parameters (the trained ensemble), so ``which`` (best / latest) changes nothing."""
+    """The forecaster of a run folder; a forecasting checkpoint holds one set of parameters (the
+    trained ensemble), so ``which`` (best / latest) changes nothing."""
     return Forecaster.load(directory)[0]

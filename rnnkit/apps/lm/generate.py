@@ -93,3 +93,36 @@ def stream_to(write: Callable[[str], object], flush: Callable[[], object], token
     for piece in tokens:
         write(piece)
         flush()
+
+
+class TextModel:
+    """A trained language model with its vocabulary: what ``rnnkit.load`` gives for an lm run.
+
+    ``generate(prime, length, ...)`` writes text; ``evaluate(text)`` scores one.
+    """
+
+    def __init__(self, model: LanguageModel, vocab: Vocab, settings) -> None:
+        self.model, self.vocab, self.settings = model, vocab, settings
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct symbols of ``text`` the vocabulary lacks (they are read as <unk>)."""
+        return sorted({t for t in self.vocab.tokenize(text) if self.vocab.index(t) == UNK_ID})
+
+    def generate(self, prime: str = "", length: int = 500, temperature: float = 0.8,
+                 top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None) -> str:
+        """``length`` tokens written after reading ``prime`` (the prime is not repeated)."""
+        return "".join(self.stream(prime, length, temperature, top_k, top_p, seed))
+
+    def stream(self, prime: str = "", length: int = 500, temperature: float = 0.8,
+               top_k: int | None = None, top_p: float | None = None,
+               seed: int | None = None) -> Iterator[str]:
+        """The tokens of `generate` one at a time, as they are drawn."""
+        check_sampling(temperature, top_k, top_p, length)  # now, not at the first token
+        return sample(self.model, self.vocab, prime, length, temperature, top_k, top_p, seed)
+
+    def evaluate(self, text: str, streams: int | None = None) -> dict:
+        """Nats, bits and perplexity per token of ``text`` (see `evaluate_text`)."""
+        if streams is not None and streams < 1:
+            raise ValueError(f"--streams must be >= 1, got {streams}")
+        return evaluate_text(self.model, self.vocab, text, self.settings.seq_len, streams)

@@ -12,13 +12,15 @@ CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 @dataclass
 class ModelConfig:
+    """Sizes of a `LanguageModel` (saved in checkpoints; the defaults live in `LMSettings`)."""
+
     vocab_size: int
-    cell: str = "lstm"
-    embed: int = 64
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.1
-    dtype: str = "float32"
+    cell: str
+    embed: int
+    hidden: int
+    layers: int
+    dropout: float
+    dtype: str
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from ...train.settings import add_options, from_options
+from ...train.cli import add_train_options, train_command
+from ...train.files import check_file_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,15 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="numbers: a TSV whose sources must not reappear (a held-out test set)")
     p.set_defaults(run=cmd_make_data)
 
-    from .train import TrainSettings  # the settings define the options
+    from .train import TranslateSettings  # the settings define the options
     p = verbs.add_parser("train", help="train an attention encoder-decoder on a pairs TSV",
                          description="Train on source<TAB>target pairs; checkpoints, a loss curve "
                                      "and the best model (validation exact match) go to --out.")
     p.add_argument("--pairs", required=True, help="TSV of source<TAB>target pairs")
-    p.add_argument("--out", required=True, help="checkpoint directory")
-    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-    add_options(p, TrainSettings)
+    add_train_options(p, TranslateSettings)
     p.set_defaults(run=cmd_train)
 
     p = verbs.add_parser("run", help="translate TEXT arguments (or lines from stdin)")
@@ -91,68 +89,48 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import read_pairs
-    from .train import Trainer, TrainSettings
-    settings = from_options(TrainSettings, args)
-    trainer = Trainer(settings, read_pairs(args.pairs), args.out, progress=not args.quiet,
-                      overwrite=args.overwrite, pairs_path=args.pairs)
-    s = trainer.s
-    print(f"rnnkit translate train: {len(trainer.train_pairs):,} training and "
-          f"{len(trainer.val_pairs):,} validation pairs, vocabularies {len(trainer.src_vocab)} -> "
-          f"{len(trainer.tgt_vocab)} ({s.src_tokens or s.tokens} -> {s.tokens}), {s.cell} "
-          f"{s.layers}x{s.hidden}, attention {s.attention}, "
-          f"{trainer.model.num_parameters():,} parameters", file=sys.stderr)
-    summary = trainer.run()
-    how = {"max-time": " (--max-time reached)", "interrupted": " (interrupted)"}.get(summary["stopped"], "")
-    print(f"step {summary['step']}{how} after {summary['seconds']:.0f} s: best validation exact match "
-          f"{summary['best_val_exact']:.4f}, loss {summary['best_val_loss']:.4f} nats/token; "
-          f"checkpoint in {args.out}", file=sys.stderr)
-    return 130 if summary["stopped"] == "interrupted" else 0
+    from .train import TranslateSettings, TranslateTask
+
+    def make(settings, ckpt):
+        pairs_path = args.pairs
+        return TranslateTask(settings, read_pairs(pairs_path), pairs_path, ckpt)
+    return train_command(args, TranslateSettings, "translate", make)
 
 
-def _max_len(args, config) -> int:
-    if args.max_len is not None and args.max_len < 1:
-        raise ValueError(f"--max-len must be >= 1, got {args.max_len}")
-    return args.max_len or config["max_len"]
+def _warn_unknown(translator, texts) -> None:
+    unknown = sorted({t for text in texts for t in translator.unknown(text)})
+    if unknown:
+        print(f"rnnkit: warning: the input has {len(unknown)} symbol(s) outside the model's "
+              f"source vocabulary, read as <unk>: {' '.join(map(repr, unknown[:10]))}",
+              file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .decode import plot_attention, translate
-    from .train import load_model
-    model, src_vocab, tgt_vocab, config = load_model(args.model)
+    from . import load
+    from .decode import plot_attention
+    if args.plot:
+        check_file_output(args.plot, "--plot")
+    translator = load(args.model)
     texts = args.text if args.text else [line.rstrip("\n") for line in sys.stdin]
     if not texts:
         return 0
-    outs, atts = translate(model, src_vocab, tgt_vocab, texts, args.beam, _max_len(args, config),
-                           args.alpha, return_attention=True)
+    _warn_unknown(translator, texts)
+    outs, atts = translator.translate(texts, args.beam, args.max_len, args.alpha,
+                                      return_attention=True)
     if args.plot:
-        plot_attention(args.plot, texts[0], outs[0], atts[0], src_vocab.kind, tgt_vocab.kind)
+        plot_attention(args.plot, texts[0], outs[0], atts[0], translator.src_vocab.kind,
+                       translator.tgt_vocab.kind)
     for out in outs:
         print(out)
     return 0
 
 
-def evaluate(model, src_vocab, tgt_vocab, pairs, beam, max_len, alpha=1.0):
-    """-> (metrics dict, outputs) of translating the pairs' sources against their targets."""
-    from .data import tokenize
-    from .decode import translate
-    from .metrics import corpus_bleu, exact_match, token_accuracy
-    outs = translate(model, src_vocab, tgt_vocab, [p[0] for p in pairs], beam, max_len, alpha)
-    refs = [p[1] for p in pairs]
-    kind = tgt_vocab.kind
-    result = {"bleu": corpus_bleu(outs, refs)["bleu"], "exact_match": exact_match(outs, refs),
-              "token_accuracy": token_accuracy([tokenize(o, kind) for o in outs],
-                                               [tokenize(r, kind) for r in refs]),
-              "pairs": len(pairs)}
-    return result, outs
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
+    from . import load
     from .data import read_pairs
-    from .train import load_model
-    model, src_vocab, tgt_vocab, config = load_model(args.model)
+    translator = load(args.model)
     pairs = read_pairs(args.pairs)
-    result, outs = evaluate(model, src_vocab, tgt_vocab, pairs, args.beam, _max_len(args, config),
-                            args.alpha)
+    result, outs = translator.evaluate(pairs, args.beam, args.max_len, args.alpha)
     if args.json:
         print(json.dumps(result))
     else:

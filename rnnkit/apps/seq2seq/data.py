@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ...data.batching import pad
 from .model import BOS, EOS, PAD, UNK
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -77,6 +78,10 @@ class TokenVocab:
         get = self.index.get
         return [get(t, UNK) for t in tokenize(text, self.kind)]
 
+    def unknown(self, text: str) -> list[str]:
+        """The distinct tokens of ``text`` this vocabulary lacks (`encode` reads them as <unk>)."""
+        return sorted({t for t in tokenize(text, self.kind) if t not in self.index})
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ids, stopping at the first <eos>; <pad>/<bos> are skipped, <unk> shown as such."""
         out = []
@@ -102,12 +107,7 @@ class TokenVocab:
 def pad_batch(seqs: Sequence[Sequence[int]], bos: bool = False, eos: bool = False):
     """Pad id lists into (N, T) int64 with PAD, optionally framed by BOS/EOS; -> (ids, lengths)."""
     pre, post = [BOS] if bos else [], [EOS] if eos else []
-    rows = [pre + list(s) + post for s in seqs]
-    lengths = np.array([len(r) for r in rows], np.int64)
-    ids = np.full((len(rows), max(1, int(lengths.max(initial=0)))), PAD, np.int64)
-    for n, r in enumerate(rows):  # building a batch, not computing on it
-        ids[n, : len(r)] = r
-    return ids, lengths
+    return pad([np.array(pre + list(s) + post, np.int64) for s in seqs], value=PAD)
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,27 +26,31 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import GRU, LSTM, Embedding, GRUCell, Linear, LSTMCell, Module, log_softmax
+from ...nn import (GRU, LSTM, RNN, Dropout, Embedding, GRUCell, Linear, LSTMCell, Module, RNNCell,
+                   log_softmax)
 from ...nn.attention import Attention, lengths_mask
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # special ids shared by both vocabularies
-ENCODERS = {"gru": GRU, "lstm": LSTM}
-CELLS = {"gru": GRUCell, "lstm": LSTMCell}
+ENCODERS = {"gru": GRU, "lstm": LSTM, "rnn": RNN}
+CELLS = {"gru": GRUCell, "lstm": LSTMCell, "rnn": RNNCell}
 ATTENTIONS = ("bahdanau", "luong", "none")
 
 
 @dataclass
 class ModelConfig:
+    """Sizes of a `Seq2Seq` (saved in checkpoints; the defaults live in the translate settings)."""
+
     src_vocab: int
     tgt_vocab: int
-    cell: str = "gru"
-    embed: int = 32
-    hidden: int = 128
-    layers: int = 1
-    bidirectional: bool = True
-    attention: str = "bahdanau"
-    score: str = "general"  # Luong's score when attention == "luong": general or dot
-    dtype: str = "float32"
+    cell: str
+    embed: int
+    hidden: int
+    layers: int
+    bidirectional: bool
+    attention: str
+    score: str  # Luong's score when attention == "luong": general or dot
+    dtype: str
+    dropout: float = 0.0  # between encoder layers and before the output layer
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,7 +65,8 @@ class Seq2Seq(Module):
     ``backward(dlogits)`` accumulates every parameter gradient.
     """
 
-    def __init__(self, cfg: ModelConfig, rng: np.random.Generator) -> None:
+    def __init__(self, cfg: ModelConfig, rng: np.random.Generator,
+                 dropout_rng: np.random.Generator | None = None) -> None:
         super().__init__()
         if cfg.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
@@ -76,7 +81,7 @@ class Seq2Seq(Module):
         self.M = M = D * H
         self.src_embed = Embedding(cfg.src_vocab, E, padding_idx=PAD, dtype=dt, rng=rng)
         self.encoder = ENCODERS[cfg.cell](E, H, num_layers=L, bidirectional=cfg.bidirectional,
-                                          dtype=dt, rng=rng)
+                                          dropout=cfg.dropout, dtype=dt, rng=rng)
         self.bridge = Linear(D * H, H, dtype=dt, rng=rng)
         self.tgt_embed = Embedding(cfg.tgt_vocab, E, padding_idx=PAD, dtype=dt, rng=rng)
         self.C = C = 0 if cfg.attention == "none" else M  # context size fed to the decoder
@@ -85,8 +90,14 @@ class Seq2Seq(Module):
             self.attention = Attention(H, M, H, score=score, dtype=dt, rng=rng)
         self.cells = [CELLS[cfg.cell](E + C if l == 0 else H, H, dtype=dt, rng=rng) for l in range(L)]
         self.combine = Linear(H + C, H, dtype=dt, rng=rng)
+        self.drop = Dropout(cfg.dropout)
         self.out = Linear(H, cfg.tgt_vocab, dtype=dt, rng=rng)
         self.lstm = cfg.cell == "lstm"
+        self.set_rng(dropout_rng if dropout_rng is not None else np.random.default_rng())
+
+    def set_rng(self, rng: np.random.Generator) -> None:
+        """One generator for every dropout mask (its state goes into checkpoints)."""
+        self.rng = self.encoder.rng = self.drop.rng = rng
 
     # -- the encoder ---------------------------------------------------------------------------
     def encode(self, src, src_len):
@@ -144,11 +155,11 @@ class Seq2Seq(Module):
         z = h if context is None else np.concatenate([h, context], axis=-1)
         o = np.tanh(self.combine.forward(z))
         self._push(o)
-        return self.out.forward(o)
+        return self.out.forward(self.drop.forward(o))
 
     def _head_backward(self, dlogits):
         o = self._pop()
-        dz = self.combine.backward(self.out.backward(dlogits) * (1 - o * o))
+        dz = self.combine.backward(self.drop.backward(self.out.backward(dlogits)) * (1 - o * o))
         H = self.cfg.hidden
         return dz[..., :H], (dz[..., H:] if self.C else None)
 

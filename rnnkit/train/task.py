@@ -1,0 +1,89 @@
+"""The task interface: what an application tells the training loop.
+
+The loop (`rnnkit.train.engine.fit`) knows nothing of text, audio or series; a task knows
+nothing of schedules, checkpoints or time limits.  A task says::
+
+    batch(step)        the batch of optimizer step ``step``: a function of the step alone
+                       (and the seed), so a resumed run - or a run on another number of
+                       processes - sees exactly the same data in the same order
+    loss(batch)        forward and backward on that batch: the gradients accumulate in
+                       ``task.model.grads``; returns the mean loss
+    evaluate()         metrics of the current parameters on the validation data, e.g.
+                       {"loss": 1.43, "cer": 0.05}; ``metric`` names the one that picks the
+                       best parameters (``higher_is_better`` says which way)
+    config()           JSON that rebuilds the model for inference (vocabulary, sizes, ...)
+    state() / load_state(arrays)    arrays that must survive a resume besides the parameters,
+                       the optimizer and ``rngs()`` (the hidden state a language model carries
+                       from one window to the next)
+    rngs()             the generators the task draws from during training (dropout masks);
+                       their states go into every checkpoint
+
+A task may also set ``explode``: a loss above which training has diverged even though it is
+finite (a language model far worse than uniform guessing), checked after the warm-up.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..nn.module import Module
+
+
+class Task:
+    """Base class of a training task; see the module docstring."""
+
+    app: str = ""                  # the application's name, saved in config.json
+    model: Module                  # the parameters being trained
+    metric: str = "loss"           # the evaluate() key that picks the best parameters
+    higher_is_better: bool = False
+    loss_name: str = "loss"        # what loss() returns, for plots and messages
+    explode: float | None = None   # a finite loss above this (after warm-up) stops training
+
+    def batch(self, step: int) -> Any:
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> float:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line on the data and the model, printed when training starts."""
+        return ""
+
+    def show(self, name: str, value: float) -> str:
+        """A validation metric as the progress lines and the final report print it."""
+        return f"{value:.4f}"
+
+    def config(self) -> dict:
+        return {}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if arrays:
+            raise ValueError(f"unexpected task state {sorted(arrays)}")
+
+    def rngs(self) -> dict[str, np.random.Generator]:
+        return {}
+
+    def better(self, metrics: dict[str, float], best: dict[str, float] | None) -> bool:
+        """Whether validation ``metrics`` beat ``best`` (None: nothing yet).
+
+        By ``metric`` (NaN never beats a number; with nothing to judge by, the latest wins); on
+        a tie, a lower validation loss wins.
+        """
+        if best is None:
+            return True
+        new, old = metrics.get(self.metric, math.nan), best.get(self.metric, math.nan)
+        if new != new:
+            return old != old
+        if old != old:
+            return True
+        if new != old:
+            return new > old if self.higher_is_better else new < old
+        return metrics.get("loss", math.inf) < best.get("loss", math.inf) and self.metric != "loss"
