@@ -278,3 +278,35 @@ def test_cli_esrnn_backtest_train_predict(tmp_path, capsys):
     pred = json.loads(capsys.readouterr().out)
     assert [s["id"] for s in pred["series"]] == ["s0", "s1", "s2", "s3"]
     assert pred["series"][0]["time"][0] == "2005-01-01"  # 60 months from 2000-01
+
+
+def test_onnx_export_matches_forecast_and_rnnkit_load(tmp_path, capsys):
+    """`rnnkit export onnx` of an ES-RNN run: onnxruntime on `onnx_inputs` gives `forecast`'s
+    numbers for series of uneven lengths (several members, two layers); rnnkit.load rebuilds it."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import rnnkit
+    rng = np.random.default_rng(8)
+    values = seasonal_collection(rng, 4, 60)
+    path = write_long_csv(tmp_path / "s.csv", values)
+    model_dir = tmp_path / "model"
+    assert main(["forecast", "train", "--csv", str(path), "--target", "y", "--id-col", "id",
+                 "--horizon", "5", "--out", str(model_dir), "--model", "esrnn", "--es-epochs",
+                 "2", "--es-last-epochs", "2", "--ensemble", "2", "--hidden", "5", "--layers",
+                 "2", "--quiet"]) == 0
+    fc = rnnkit.load(model_dir)
+    assert isinstance(fc, ESRNNForecaster) and len(fc.members) == 4
+    onnx_path = tmp_path / "es.onnx"
+    assert main(["export", "onnx", "--model", str(model_dir), "--out", str(onnx_path)]) == 0
+    data = collection([v[:45 + 5 * k] for k, v in enumerate(values)], MONTHLY)
+    for k, s in enumerate(data.series):
+        s.id = f"s{k}"
+    sess = ort.InferenceSession(str(onnx_path))
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, fc.onnx_inputs(data))))
+    for key in ("mean", "sd", "lower_95", "lower_80", "upper_80", "upper_95"):
+        want = np.stack([f[key] for f in fc.forecast(data)])
+        np.testing.assert_allclose(outs[key], want, rtol=1e-5, atol=1e-6 * np.abs(want).max(),
+                                   err_msg=key)
+    short = collection([values[0][:10]], MONTHLY)
+    with pytest.raises(ValueError, match="at least 25 values"):
+        fc.onnx_inputs(short)

@@ -236,23 +236,37 @@ class ESRNN(Module):
         self.smooth_backward(dL / l, ds, y, l, s, alpha, gamma, idx)
 
     # -- forecasting ---------------------------------------------------------------------------
+    def inputs(self, y: np.ndarray, lengths: np.ndarray, idx: np.ndarray):
+        """What the network needs to forecast after each series' last value: x (B, P, C) the
+        windows of every position (the network reads them all, its state carries through the
+        series), steps (B,) the positions of each series, level (B,) = l_{n-1} and season
+        (B, H) = s_{n-1+h} (the last season repeated beyond m)."""
+        C, H, m = self.cfg.context, self.cfg.horizon, self.cfg.season
+        lengths = np.asarray(lengths, np.int64)
+        B, T = y.shape
+        l, s, _, _ = self.smooth(y, idx)
+        adj = np.log(y) - np.log(s[:, :T])
+        x = sliding_window_view(adj, C, axis=1) - np.log(l[:, C - 1:, None])   # (B, P, C)
+        rows, last = np.arange(B), lengths - 1
+        ahead = last[:, None] + 1 + (np.arange(H) % m)[None, :]        # s_{n-1+h}, repeated
+        season = s[rows[:, None], ahead] if m > 1 else np.ones((B, H), self.dtype)
+        return np.ascontiguousarray(x), lengths - C + 1, l[rows, last], season
+
     def predict(self, y: np.ndarray, lengths: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Quantile forecasts (B, H, Q) of the H values after each series' last value, in the
-        units of y (a batch of series padded to a common length)."""
-        cfg = self.cfg
-        C, H, m = cfg.context, cfg.horizon, cfg.season
-        lengths = np.asarray(lengths, np.int64)
+        units of y (a batch of series padded to a common length)::
+
+            yhat_{n-1+h, q} = exp(o_{n-1,h,q}) l_{n-1} s_{n-1+h},  quantiles sorted (never crossed)
+        """
+        H, Q = self.cfg.horizon, len(self.cfg.quantiles)
+        x, steps, level, season = self.inputs(y, lengths, idx)
         with no_grad():
-            o, _, _ = self.forward(y, lengths, idx)
-            l, s, _, _ = self.smooth(y, idx)
-        rows = np.arange(len(y))
-        last = lengths - 1
-        o_last = o[rows, last - C + 1]                                 # (B, H, Q)
-        ahead = last[:, None] + 1 + (np.arange(H) % m)[None, :]        # s_{n-1+h}, repeated
-        season = s[rows[:, None], ahead] if m > 1 else np.ones((len(y), H), self.dtype)
-        fc = np.exp(o_last.astype(np.float64)) * (l[rows, last][:, None, None]
-                                                   * season[:, :, None]).astype(np.float64)
-        return np.sort(fc, axis=2)                                     # no crossed quantiles
+            hseq, _ = self.rnn.forward(x, lengths=steps)               # (B, P, hidden)
+            h = hseq[np.arange(len(y)), steps - 1]                     # (B, hidden)
+            o = self.out.forward(np.tanh(self.hid.forward(h))).reshape(len(y), H, Q)
+        fc = np.exp(o.astype(np.float64)) * (level[:, None, None] * season[:, :, None]
+                                              ).astype(np.float64)
+        return np.sort(fc, axis=2)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -566,8 +580,7 @@ class ESRNNForecaster:
                              f"{self.freq.name} data")
         H = self.horizon
         model, rows = self._model_for(data)
-        shifts = np.array([self.shifts[r] if r >= 0 else shift_of(x.values)
-                           for x, r in zip(data.series, rows)])
+        shifts = self._shifts(data, rows)
         need = min_length(self.context)  # as in training: shorter series get the fallback
         ok = [k for k, x in enumerate(data.series) if len(x) >= need and self.members]
         out: dict[int, dict] = {}
@@ -589,6 +602,42 @@ class ESRNNForecaster:
             f = out.get(k) or fallback_forecast(x.values, H, self.season)
             result.append({"id": x.id, "start": x.start + len(x) * data.freq.step, **f})
         return result
+
+    input_names = ["x", "steps", "level", "season", "shift"]
+
+    def onnx_inputs(self, data: SeriesSet) -> dict[str, np.ndarray]:
+        """The feeds of this forecaster's ONNX graph (``rnnkit export onnx``) for ``data``: the
+        part of `forecast` that runs each member's smoothing recursion over each whole series.
+
+        x (M, N, P, C) float32: every member's windows (M = members, P = the longest series'
+        positions, padded); steps (N,) int32: each series' positions; level (M, N) and season
+        (M, N, H) float64: the level at the last value and the seasonal indices ahead; shift (N,)
+        float64.  The graph's outputs are those of `forecast` (mean, median, sd, lower_80, ...,
+        (N, H) each).  Every series needs ``context + 1`` values (no fallback in the graph).
+        """
+        need = min_length(self.context)
+        short = [x.id for x in data.series if len(x) < need]
+        if short or not self.members:
+            raise ValueError(f"ONNX feeds need every series to hold at least {need} values and a "
+                             f"trained model; too short: {short[:5]}")
+        model, rows = self._model_for(data)
+        shifts = self._shifts(data, rows)
+        series = [np.maximum(x.values + sh, 1e-12) for x, sh in zip(data.series, shifts)]
+        y, lengths = pad_batch(series, model.dtype)
+        idx = np.arange(len(series))
+        xs, levels, seasons = [], [], []
+        for state in self.members:
+            self._load_member(model, state, rows, series, list(idx))
+            x, steps, level, season = model.inputs(y, lengths, idx)
+            xs.append(x.astype(np.float32))
+            levels.append(level.astype(np.float64))
+            seasons.append(season.astype(np.float64))
+        return {"x": np.stack(xs), "steps": steps.astype(np.int32), "level": np.stack(levels),
+                "season": np.stack(seasons), "shift": np.asarray(shifts, np.float64)}
+
+    def _shifts(self, data: SeriesSet, rows: np.ndarray) -> np.ndarray:
+        return np.array([self.shifts[r] if r >= 0 else shift_of(x.values)
+                         for x, r in zip(data.series, rows)])
 
     def _load_member(self, model: ESRNN, state: dict, rows: np.ndarray, series, ok) -> None:
         """Copy a member's network and the per-series parameters of ``rows`` into ``model``."""
