@@ -82,8 +82,8 @@ class ForecastSettings(TrainSettings):
     model: str = field("direct", "esrnn: per-series exponential smoothing learned jointly with a "
                                  "global RNN (Smyl's M4 winner); direct: an RNN over scaled "
                                  "windows with a Gaussian head", choices=("esrnn", "direct"))
-    es_epochs: int = field(30, "ES-RNN: passes over the series per ensemble member")
-    es_lr: float = field(1e-2, "ES-RNN: peak learning rate (Adam, warm-up then cosine decay)")
+    es_epochs: int = field(20, "ES-RNN: passes over the series per ensemble member")
+    es_lr: float = field(5e-3, "ES-RNN: peak learning rate (Adam, warm-up then cosine decay)")
     es_batch: int = field(32, "ES-RNN: series per batch")
     es_penalty: float = field(50.0, "ES-RNN: level-variability penalty (smoothness of the level)")
     es_weighting: bool = field(True, "ES-RNN: weigh each series' loss by its level over its MASE "
