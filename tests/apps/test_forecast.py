@@ -216,9 +216,14 @@ def test_cli_backtest_json(tmp_path, capsys):
                  "--folds", "2", "--json", *CLI_TINY]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["horizon"], out["folds"], out["season"]) == (4, 2, 12)
-    for name in ("model", "naive", "seasonal_naive", "drift"):
-        assert {"mae", "rmse", "smape", "mase"} <= set(out[name])
+    for name in ("model", "naive", "seasonal_naive", "drift", "naive2"):
+        assert {"mae", "rmse", "smape", "mase", "owa"} <= set(out[name])
     assert 0.0 <= out["model"]["coverage_80"] <= 1.0
+    # ETS and Theta on the same folds wherever statsforecast or statsmodels is installed
+    from rnnkit.apps.forecast import classical
+    assert out["references"] == list(classical.available())
+    for name in classical.available():
+        assert out[name]["mase"] > 0 and out[name]["owa"] > 0
 
 
 def test_cli_train_then_predict(tmp_path, capsys):

@@ -129,3 +129,16 @@ def test_owa_over_a_collection_by_hand():
     assert owa(np.mean(s_f), np.mean(m_f), np.mean(s_n), np.mean(m_n)) == pytest.approx(expect)
     assert owa(np.mean(s_n), np.mean(m_n), np.mean(s_n), np.mean(m_n)) == pytest.approx(1.0)
     assert owa(None, 1.0, 1.0, 1.0) is None
+
+
+def test_classical_references_forecast_or_fall_back():
+    from rnnkit.apps.forecast import classical
+    if not classical.available():
+        pytest.skip("neither statsforecast nor statsmodels is installed")
+    t = np.arange(48.0)
+    y = 100 + 2 * t + 10 * np.sin(2 * np.pi * t / 12)
+    for method in classical.REFERENCES:
+        f = classical.forecast(method, y, 6, 12)
+        assert f.shape == (6,) and np.all(np.isfinite(f))
+        assert np.mean(np.abs(f - (100 + 2 * np.arange(48, 54)))) < 15  # follows the trend
+    np.testing.assert_array_equal(classical.forecast("ets", np.array([5.0]), 3, 1), [5, 5, 5])
