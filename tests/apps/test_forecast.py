@@ -15,7 +15,7 @@ from rnnkit.data.series import Frequency, Series, SeriesSet, read_series_csv
 from rnnkit.nn import gradcheck
 from rnnkit.train.engine import fit
 
-TINY = dict(hidden=6, steps=20, patience=2, ensemble=2, batch=16)
+TINY = dict(model="direct", hidden=6, steps=20, patience=2, ensemble=2, batch=16)
 
 
 def one_series(values, freq=Frequency("month", 1), start=2000 * 12):
@@ -82,7 +82,8 @@ def _mase(summary, name):
 def test_learns_a_noiseless_seasonal_series():
     """Trend + two harmonics: seasonal naive is off by 12 * slope at every step (MASE 1)."""
     data = one_series(seasonal_trend(132))
-    s = ForecastSettings(horizon=12, hidden=8, steps=60, patience=5, ensemble=1, seed=1)
+    s = ForecastSettings(horizon=12, model="direct", hidden=8, steps=60, patience=5, ensemble=1,
+                         seed=1)
     summary, _ = backtest(data, s, folds=1, references=())
     assert _mase(summary, "seasonal_naive") == pytest.approx(1.0)
     assert _mase(summary, "model") < 0.1
@@ -155,7 +156,8 @@ def test_backtest_summary_and_baselines():
 
 def test_max_time_stops_training_early():
     y = seasonal_trend(200, noise=0.5)
-    s = ForecastSettings(horizon=6, hidden=8, steps=100_000, patience=10_000, ensemble=2)
+    s = ForecastSettings(horizon=6, model="direct", hidden=8, steps=100_000, patience=10_000,
+                         ensemble=2)
     model = Forecaster(s, Frequency("month", 1), 0)
     info = model.fit(one_series(y), max_time=1.0)
     assert info["seconds"] < 5 and info["epochs"] < 10_000 and len(model.nets) == 2
@@ -207,7 +209,8 @@ def test_covariates_and_windows(tmp_path):
 
 # ----------------------------------------------------------------------------- command line
 
-CLI_TINY = ["--hidden", "6", "--steps", "9", "--patience", "2", "--ensemble", "1", "--quiet"]
+CLI_TINY = ["--model", "direct", "--hidden", "6", "--steps", "9", "--patience", "2",
+            "--ensemble", "1", "--quiet"]
 
 
 def test_cli_backtest_json(tmp_path, capsys):
