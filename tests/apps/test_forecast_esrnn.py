@@ -310,3 +310,20 @@ def test_onnx_export_matches_forecast_and_rnnkit_load(tmp_path, capsys):
     short = collection([values[0][:10]], MONTHLY)
     with pytest.raises(ValueError, match="at least 25 values"):
         fc.onnx_inputs(short)
+
+
+def test_runs_checkpoint_and_a_finished_run_is_reused(tmp_path):
+    """Each seed is one run of the shared loop in out/runs/seed<k>; fitting again with the same
+    folder continues (here: reuses) them, the kept last-epoch parameters included (task state)."""
+    rng = np.random.default_rng(9)
+    data = collection(seasonal_collection(rng, 5, 40), MONTHLY)
+    s = ForecastSettings(horizon=4, model="esrnn", es_epochs=3, ensemble=2, hidden=4,
+                         es_last_epochs=2)
+    first = build_forecaster(s, MONTHLY, 0)
+    first.fit(data, out=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["seed0", "seed1"]
+    again = build_forecaster(s, MONTHLY, 0)
+    again.fit(data, out=tmp_path)
+    assert len(again.members) == 4
+    for a, b in zip(first.forecast(data), again.forecast(data)):
+        np.testing.assert_array_equal(a["mean"], b["mean"])
