@@ -53,7 +53,8 @@ def forecast(method: str, history, horizon: int, season: int) -> np.ndarray:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             f = np.asarray(fn(y, horizon, season), np.float64)
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError, ZeroDivisionError):
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError, ZeroDivisionError,
+            NotImplementedError, RuntimeError):  # statsforecast refuses "tiny datasets"
         f = None
     if f is None or f.shape != (horizon,) or not np.all(np.isfinite(f)):
         return np.full(horizon, y[-1])
