@@ -83,7 +83,7 @@ def score(preds: dict, histories, actual, season: int) -> dict:
     return {k: (v[0], v[1], owa(v[1], v[0], n2[1], n2[0])) for k, v in table.items()}
 
 
-def run_collection(name: str, models: list[str], seed: int, log) -> dict:
+def run_collection(name: str, models: list[str], seed: int, log, refs: bool = True) -> dict:
     data, actual, H = load_collection(name)
     season = data.freq.season
     hist = [s.values for s in data.series]
@@ -97,14 +97,15 @@ def run_collection(name: str, models: list[str], seed: int, log) -> dict:
         log(f"{name}: {kind} trained and forecast in {seconds[kind]:.0f} CPU s")
     preds["naive2"] = [naive2(h, H, season) for h in hist]
     preds["snaive"] = [seasonal_naive(h, H, season) for h in hist]
-    for r in classical.available():
+    for r in classical.available() if refs else ():
         preds[r] = [classical.forecast(r, h, H, season) for h in hist]
     lengths = [len(h) for h in hist]
     return {"name": name, "series": len(hist), "H": H, "m": season, "seconds": seconds,
             "lengths": (min(lengths), max(lengths)), "scores": score(preds, hist, actual, season)}
 
 
-def run_bundled(name: str, models: list[str], folds: int, seed: int, log) -> dict:
+def run_bundled(name: str, models: list[str], folds: int, seed: int, log,
+                refs: bool = True) -> dict:
     H, m = BUNDLED[name]
     data = bundled_series(name)
     summaries, seconds = {}, {}
@@ -112,7 +113,7 @@ def run_bundled(name: str, models: list[str], folds: int, seed: int, log) -> dic
         start = time.process_time()
         s = ForecastSettings(horizon=H, season=m, model=kind, seed=seed)
         summaries[kind], _ = backtest(data, s, folds=folds,
-                                      references=None if k == 0 else ())
+                                      references=None if k == 0 and refs else ())
         seconds[kind] = time.process_time() - start
         log(f"{name}: {kind} backtest in {seconds[kind]:.0f} CPU s")
     first = summaries[models[0]]
@@ -159,6 +160,8 @@ def main() -> int:
     p.add_argument("--models", default="esrnn,direct", help="rnnkit models, default first")
     p.add_argument("--folds", type=int, default=5, help="folds of the bundled backtests")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit ETS and Theta too (default: yes)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -179,11 +182,11 @@ def main() -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels' / statsforecast's convergence chatter
         for name in collections:
-            rows_c.append(run_collection(name, models, args.seed, log))
+            rows_c.append(run_collection(name, models, args.seed, log, args.references))
             if not args.quiet:
                 print_tables(rows_c[-1:], models, "progress")
         for name in bundled:
-            rows_b.append(run_bundled(name, models, args.folds, args.seed, log))
+            rows_b.append(run_bundled(name, models, args.folds, args.seed, log, args.references))
     if rows_c:
         print_tables(rows_c, models, "Competition collections (official train / test split)")
     if rows_b:

@@ -152,7 +152,7 @@ def test_short_yearly_series_train_and_beat_naive():
     values = trending(60, rng)
     H = 6
     data = collection([v[:-H] for v in values], YEARLY)
-    s = ForecastSettings(horizon=H, model="esrnn", es_epochs=30, ensemble=1, hidden=16)
+    s = ForecastSettings(horizon=H, model="esrnn", es_min_steps=1, es_epochs=30, ensemble=1, hidden=16)
     fc = build_forecaster(s, YEARLY, 0)
     info = fc.fit(data)
     assert info["fallback"] == [] and fc.context == H + 1  # yearly: horizon + 1
@@ -169,7 +169,7 @@ def test_too_short_series_get_naive2_and_a_message():
     rng = np.random.default_rng(4)
     values = trending(10, rng, 20, 30) + [np.array([5.0, 6.0, 7.0, 8.0])]
     data = collection(values, QUARTERLY)
-    s = ForecastSettings(horizon=4, model="esrnn", es_epochs=2, ensemble=1, hidden=4)
+    s = ForecastSettings(horizon=4, model="esrnn", es_min_steps=1, es_epochs=2, ensemble=1, hidden=4)
     fc = build_forecaster(s, QUARTERLY, 0)
     messages = []
     info = fc.fit(data, log=messages.append)
@@ -201,7 +201,7 @@ def test_shift_makes_series_positive_and_forecasts_shift_back():
     values = [v - 150 for v in trending(12, rng, 30, 30)]  # crossing zero
     shifts = [shift_of(v) for v in values]
     assert all(sh > 0 for sh in shifts)
-    s = ForecastSettings(horizon=3, model="esrnn", es_epochs=3, ensemble=1, hidden=4)
+    s = ForecastSettings(horizon=3, model="esrnn", es_min_steps=1, es_epochs=3, ensemble=1, hidden=4)
     out = []
     for vals in (values, [v + sh for v, sh in zip(values, shifts)]):  # the same model sees both
         fc = build_forecaster(s, YEARLY, 0)
@@ -223,7 +223,7 @@ def seasonal_collection(rng, n_series=8, n=60):
 def test_checkpoint_round_trip_and_unknown_series(tmp_path):
     rng = np.random.default_rng(6)
     data = collection(seasonal_collection(rng), MONTHLY)
-    s = ForecastSettings(horizon=6, model="esrnn", es_epochs=3, ensemble=2, hidden=6,
+    s = ForecastSettings(horizon=6, model="esrnn", es_min_steps=1, es_epochs=3, ensemble=2, hidden=6,
                          es_last_epochs=2)
     fc = build_forecaster(s, MONTHLY, 0)
     fc.fit(data)
@@ -262,11 +262,13 @@ def write_long_csv(path, values):
 def test_cli_esrnn_backtest_train_predict(tmp_path, capsys):
     rng = np.random.default_rng(7)
     path = write_long_csv(tmp_path / "s.csv", seasonal_collection(rng, 4, 60))
-    tiny = ["--model", "esrnn", "--es-epochs", "2", "--ensemble", "1", "--hidden", "4", "--quiet"]
+    tiny = ["--model", "esrnn", "--es-min-steps", "1", "--es-epochs", "2", "--ensemble", "1",
+            "--hidden", "4", "--quiet"]
     assert main(["forecast", "backtest", "--csv", str(path), "--target", "y", "--id-col", "id",
                  "--horizon", "6", "--folds", "2", "--json", "--no-references", *tiny]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["model_kind"] == "esrnn" and out["context"] == 24  # two seasons and out["references"] == []
+    assert out["model_kind"] == "esrnn" and out["references"] == []
+    assert out["context"] == 24  # two seasons
     assert out["naive2"]["owa"] == pytest.approx(1.0)
     for key in ("owa", "msis", "pinball", "coverage_95"):
         assert out["model"][key] is not None and out["model"][key] >= 0
@@ -291,7 +293,7 @@ def test_onnx_export_matches_forecast_and_rnnkit_load(tmp_path, capsys):
     path = write_long_csv(tmp_path / "s.csv", values)
     model_dir = tmp_path / "model"
     assert main(["forecast", "train", "--csv", str(path), "--target", "y", "--id-col", "id",
-                 "--horizon", "5", "--out", str(model_dir), "--model", "esrnn", "--es-epochs",
+                 "--horizon", "5", "--out", str(model_dir), "--model", "esrnn", "--es-min-steps", "1", "--es-min-steps", "1", "--es-epochs",
                  "2", "--es-last-epochs", "2", "--ensemble", "2", "--hidden", "5", "--layers",
                  "2", "--quiet"]) == 0
     fc = rnnkit.load(model_dir)
@@ -317,7 +319,7 @@ def test_runs_checkpoint_and_a_finished_run_is_reused(tmp_path):
     folder continues (here: reuses) them, the kept last-epoch parameters included (task state)."""
     rng = np.random.default_rng(9)
     data = collection(seasonal_collection(rng, 5, 40), MONTHLY)
-    s = ForecastSettings(horizon=4, model="esrnn", es_epochs=3, ensemble=2, hidden=4,
+    s = ForecastSettings(horizon=4, model="esrnn", es_min_steps=1, es_epochs=3, ensemble=2, hidden=4,
                          es_last_epochs=2)
     first = build_forecaster(s, MONTHLY, 0)
     first.fit(data, out=tmp_path)

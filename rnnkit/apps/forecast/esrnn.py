@@ -447,10 +447,11 @@ class KeepLast(Callback):
 
 
 def run_settings(s, task: ESRNNTask):
-    """The shared loop's settings for one ES-RNN run: ``es_epochs`` passes over the series at
-    ``es_lr`` (warm-up over the first epoch, cosine decay to a tenth), one evaluation per epoch."""
+    """The shared loop's settings for one ES-RNN run: ``es_epochs`` passes over the series, but
+    at least ``es_min_steps`` updates (a single series is one update per pass), at ``es_lr``
+    (warm-up over the first epoch, cosine decay to a tenth), one evaluation per epoch."""
     per = task.steps_per_epoch
-    steps = s.es_epochs * per
+    steps = max(s.es_epochs * per, s.es_min_steps)
     return dataclasses.replace(s, lr=s.es_lr, min_lr=s.es_lr / 10, warmup=min(per, steps // 4),
                                steps=steps, eval_every=per, batch=s.es_batch)
 

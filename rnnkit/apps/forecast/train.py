@@ -83,6 +83,8 @@ class ForecastSettings(TrainSettings):
                                  "global RNN (Smyl's M4 winner); direct: an RNN over scaled "
                                  "windows with a Gaussian head", choices=("esrnn", "direct"))
     es_epochs: int = field(20, "ES-RNN: passes over the series per ensemble member")
+    es_min_steps: int = field(400, "ES-RNN: at least this many updates per member (a data set "
+                                   "of few series makes few updates per pass)")
     es_lr: float = field(5e-3, "ES-RNN: peak learning rate (Adam, warm-up then cosine decay)")
     es_batch: int = field(32, "ES-RNN: series per batch")
     es_penalty: float = field(50.0, "ES-RNN: level-variability penalty (smoothness of the level)")
@@ -101,7 +103,7 @@ class ForecastSettings(TrainSettings):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
         if self.patience < 1:
             raise ValueError(f"--patience must be >= 1, got {self.patience}")
-        for name in ("es_epochs", "es_batch", "es_last_epochs"):
+        for name in ("es_epochs", "es_batch", "es_last_epochs", "es_min_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.es_lr) and self.es_lr > 0 and self.es_penalty >= 0):
