@@ -293,9 +293,9 @@ def test_onnx_export_matches_forecast_and_rnnkit_load(tmp_path, capsys):
     path = write_long_csv(tmp_path / "s.csv", values)
     model_dir = tmp_path / "model"
     assert main(["forecast", "train", "--csv", str(path), "--target", "y", "--id-col", "id",
-                 "--horizon", "5", "--out", str(model_dir), "--model", "esrnn", "--es-min-steps", "1", "--es-min-steps", "1", "--es-epochs",
-                 "2", "--es-last-epochs", "2", "--ensemble", "2", "--hidden", "5", "--layers",
-                 "2", "--quiet"]) == 0
+                 "--horizon", "5", "--out", str(model_dir), "--model", "esrnn", "--es-min-steps",
+                 "1", "--es-epochs", "2", "--es-last-epochs", "2", "--ensemble", "2", "--hidden",
+                 "5", "--layers", "2", "--quiet"]) == 0
     fc = rnnkit.load(model_dir)
     assert isinstance(fc, ESRNNForecaster) and len(fc.members) == 4
     onnx_path = tmp_path / "es.onnx"
