@@ -7,9 +7,9 @@ unknown flags and wrong types; ``from_options`` builds the dataclass back from t
 namespace, and ``from_dict`` from a checkpoint's JSON, refusing unknown and missing keys.
 
 `TrainSettings` holds the flags every application's ``train`` shares, with one help text and
-one validation (`TrainSettings.check`).  An application subclasses it, adds its own fields and
-restates a shared field only to give it the application's default (``hidden: int =
-like("hidden", 128)``): the help text stays the one written here.
+one validation (`TrainSettings.check`).  An application subclasses it with its own defaults
+(``class LMSettings(with_defaults(TrainSettings, hidden=256, ...))``) and adds its own fields:
+the help text stays the one written here.
 """
 from __future__ import annotations
 
@@ -76,19 +76,23 @@ def _at_least(s: Any, name: str, low: int) -> None:
         raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
 
 
-def like(name: str, default: Any, choices: tuple | None = None, shown: str | None = None,
-         base: type = TrainSettings) -> Any:
-    """A field of ``base`` (by name) with an application's own default, same help and flag.
+def with_defaults(base: type, shown: dict[str, str] | None = None, **defaults: Any) -> type:
+    """``base`` with an application's own defaults for some of its fields (same help, flag and
+    validation): ``class LMSettings(with_defaults(TrainSettings, hidden=256, ...))``.
 
-    ``shown``: how the default reads in --help when it is worked out from the data (None).
+    A default of None makes the field optional (worked out from the data); ``shown`` gives how
+    such a default reads in --help.
     """
-    f = base.__dataclass_fields__[name]
-    meta = dict(f.metadata)
-    if choices is not None:
-        meta["choices"] = choices
-    if shown is not None:
-        meta["shown"] = shown
-    return dataclasses.field(default=default, metadata=meta)
+    hints = typing.get_type_hints(base)
+    fields = []
+    for name, value in defaults.items():
+        f = base.__dataclass_fields__[name]  # KeyError: not a field of base
+        meta = dict(f.metadata)
+        if shown and name in shown:
+            meta["shown"] = shown[name]
+        kind = hints[name] if value is not None else typing.Optional[hints[name]]
+        fields.append((name, kind, dataclasses.field(default=value, metadata=meta)))
+    return dataclasses.make_dataclass(f"{base.__name__}Defaults", fields, bases=(base,))
 
 
 def check_max_time(value: float | None) -> None:

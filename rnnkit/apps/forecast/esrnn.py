@@ -435,12 +435,13 @@ class ESRNNTask(Task):
 
 class KeepLast(Callback):
     """Keeps the parameters at the end of each of the last ``n`` epochs of a run of ``steps``
-    (the loop evaluates once per epoch) in ``task.kept``."""
+    in ``task.kept`` (after the update, before the loop's evaluation and checkpoint, so that a
+    checkpoint holds every epoch kept so far)."""
 
     def __init__(self, n: int, steps: int, per_epoch: int) -> None:
         self.first = max(steps - n * per_epoch, 0)
 
-    def on_evaluate(self, run, metrics) -> None:
+    def on_step_end(self, run) -> None:
         task = run.task
         if run.step > self.first and run.step % task.steps_per_epoch == 0:
             task.kept.append(task.model.state_dict())
