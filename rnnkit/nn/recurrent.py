@@ -481,3 +481,13 @@ class GRU(_Recurrent):
                  **kw) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, bidirectional, dropout,
                          reset_after=reset_after, **kw)
+
+
+LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def recurrent_layer(cell: str, *args, **kwargs) -> _Recurrent:
+    """``RNN``, ``LSTM`` or ``GRU`` by its name ("rnn", "lstm", "gru"), built with the arguments."""
+    if cell not in LAYERS:
+        raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {cell!r}")
+    return LAYERS[cell](*args, **kwargs)

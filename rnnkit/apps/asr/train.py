@@ -22,7 +22,7 @@ from ...data.batching import EpochBatches, pad
 from ...nn import no_grad
 from ...nn.ctc import CTCLoss
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, with_defaults
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import load_features, read_manifest, transcribe_features
 from .decode import error_counts, error_rates, greedy_decode, prefix_beam_search
@@ -44,9 +44,7 @@ class ASRSettings(with_defaults(
 
     def check(self) -> None:
         super().check()
-        for name in ("stack", "skip", "n_mels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        at_least(self, "stack", "skip", "n_mels")
         if self.deltas not in (0, 1, 2):
             raise ValueError(f"--deltas must be 0, 1 or 2, got {self.deltas}")
 

@@ -40,7 +40,7 @@ from ...nn import GaussianNLLLoss, no_grad
 from ...train.checkpoint import load_checkpoint, save_checkpoint
 from ...train.engine import fit
 from ...train.mpi import world
-from ...train.settings import TrainSettings, field, from_dict, with_defaults
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import ForecastNet, NetConfig
 from .windows import Windows, WindowInputs, assemble, training_windows, window_inputs
@@ -90,12 +90,7 @@ class ForecastSettings(with_defaults(
         super().check()
         if self.horizon is None or self.horizon < 1:
             raise ValueError(f"--horizon must be >= 1, got {self.horizon}")
-        for name in ("ensemble", "season", "context"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-        if self.patience < 1:
-            raise ValueError(f"--patience must be >= 1, got {self.patience}")
+        at_least(self, "ensemble", "season", "context", "patience")
         if self.val_fraction <= 0:
             raise ValueError(f"--val-fraction {self.val_fraction} leaves no validation windows; the "
                              "forecaster needs them to choose how long to train (e.g. 0.2)")
