@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from rnnkit.apps.forecast.esrnn import (ESRNN, ESRNNConfig, ESRNNForecaster, ESRNNTask,
-                                        fallback_forecast, pad_batch, penalty_mask,
+from rnnkit.apps.forecast.esrnn import (ESRNN, ESRNNConfig, pad_batch, penalty_mask,
                                         pinball_loss, shift_of, sigmoid, targets_mask)
+from rnnkit.apps.forecast.esrnn_train import ESRNNForecaster, ESRNNTask, fallback_forecast
 from rnnkit.apps.forecast.metrics import mase, naive, naive2
 from rnnkit.apps.forecast.models import build_forecaster, load_forecaster
 from rnnkit.apps.forecast.train import ForecastSettings

@@ -15,7 +15,7 @@ from ...interop import onnx as _onnx
 from ...interop import torch as _torch
 from ...interop.onnx import Graph, recurrent_stack
 from ...interop.torch import copy_to_torch, require_torch, torch_dtype, torch_rnn, with_weights_of
-from .esrnn import ESRNNForecaster
+from .esrnn_train import ESRNNForecaster
 from .model import ForecastNet, NetConfig
 from .train import Z80, Z95, Forecaster
 
@@ -188,7 +188,8 @@ def _build_esrnn(g: Graph, fc, options: dict) -> None:
         mean = median = q[..., Q // 2], lower/upper 80/95 = the other quantiles,
         sd = (upper_80 - lower_80) / (2 z_0.9)
     """
-    from .esrnn import ESRNN, Z80 as EZ80
+    from .esrnn import ESRNN
+    from .esrnn_train import Z80 as EZ80
 
     if not fc.members:
         raise ValueError("cannot export an untrained ES-RNN forecaster: it has no members")

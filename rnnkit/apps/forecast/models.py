@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...data.series import Frequency
 from ...train.checkpoint import load_checkpoint
-from .esrnn import ESRNNForecaster
+from .esrnn_train import ESRNNForecaster
 from .train import Forecaster, ForecastSettings
 
 
