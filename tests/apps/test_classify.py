@@ -288,3 +288,62 @@ def test_ensemble_probabilities_are_the_members_mean(rng):
                         for z in (m.forward(x, lengths) for m in ens.members)], axis=0)
         np.testing.assert_allclose(ens.probs(x, lengths), want, rtol=1e-12)
     assert len({m.head.params["weight"].tobytes() for m in ens.members}) == 3
+
+
+def test_text_vocabulary_from_training_and_unknown_symbols_counted(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in [
+        ("aab", "x"), ("bba", "y"), ("cab", "x"), ("abc", "y")]))
+    s = ClassifySettings(**{**TINY, "steps": 3})
+    task = ClassifyTask(s, train)
+    assert task.inputs.vocab.tokens == ["<unk>", "a", "b", "c"]
+    fit(task, s, tmp_path / "run", progress=False)
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"text": "abz", "label": "x"}\n{"text": "zzé", "label": "y"}\n')
+    r = load_model(tmp_path / "run").evaluate(test)
+    assert r["unknown_symbols"] == 4 and r["symbols"] == 6 and r["n"] == 2
+    words = ClassifyTask(ClassifySettings(**{**TINY, "tokens": "word"}), train)
+    assert words.inputs.token_ids("aab  cab zz").tolist() == [
+        words.inputs.vocab.index("aab"), words.inputs.vocab.index("cab"), 0]
+
+
+def test_csv_reading_flags_are_saved_with_the_model(tmp_path, rng, capsys):
+    lines = ["seq,step,label,a,b"]
+    for k in range(24):
+        sign = 1 if k % 2 else -1
+        for t in rng.permutation(6):  # rows out of order: --time-col sorts them
+            lines.append(f"s{k},{t},{'up' if sign > 0 else 'down'},{sign + 0.1 * rng.standard_normal():.4f},"
+                         f"{rng.standard_normal():.4f}")
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(capsys, "classify", "train", "--data", str(path), "--out",
+                           str(tmp_path / "run"), "--id-col", "seq", "--time-col", "step",
+                           "--label-col", "label", "--steps", "60", "--hidden", "8",
+                           "--ensemble", "1", "--quiet")
+    assert code == 0 and "2 channels" in err
+    code, out, _ = run_cli(capsys, "classify", "eval", "--model", str(tmp_path / "run"),
+                           "--data", str(path), "--json", "--plot", str(tmp_path / "e.png"))
+    r = json.loads(out)
+    assert code == 0 and r["n"] == 24 and r["accuracy"] == 1.0
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_audio_sequences_through_log_mel_features(tmp_path):
+    from rnnkit.data.audio import write_wav
+    rng = np.random.default_rng(3)
+    records = []
+    for k in range(16):
+        f = 300 if k % 2 else 2000
+        t = np.arange(int(16000 * rng.uniform(0.2, 0.4))) / 16000
+        write_wav(tmp_path / f"{k}.wav", 0.4 * np.sin(2 * np.pi * f * t)
+                  + 0.01 * rng.standard_normal(len(t)), 16000)
+        records.append({"audio": f"{k}.wav", "label": "low" if f < 1000 else "high"})
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    s = ClassifySettings(**{**TINY, "steps": 40, "ensemble": 1})
+    task = ClassifyTask(s, path)
+    assert task.inputs.kind == "audio" and task.inputs.channels == 120
+    fit(task, s, tmp_path / "run", progress=False)
+    clf = rnnkit.load(tmp_path / "run")
+    labels, probs = clf.predict(path)
+    assert labels == [r["label"] for r in records] and probs.shape == (16, 2)

@@ -53,6 +53,9 @@ def _sum_t(g: Graph, x: str, base: str) -> str:
 def _pool(g: Graph, pool, y: str, mask: str, lengths: str, prefix: str) -> str:
     """The masked pooling of y (N, T', D) -> (N, D); see model.Pool."""
     T = g.onnx.TensorProto
+    if pool.kind == "concat":
+        return g.op("Concat", [_pool(g, part, y, mask, lengths, f"{prefix}{part.kind}_")
+                               for part in pool.parts], base=f"{prefix}concat", axis=1)
     ax2 = g.shared("axis2", np.array([2], np.int64))
     maskf = g.op("Cast", [mask], base=f"{prefix}maskf", to=T.FLOAT)          # (N, T')
     if pool.kind == "mean":

@@ -10,6 +10,8 @@ the valid steps t < L_n, so a padded batch gives each sequence what it gets alon
     max        p_k = max_{t<L} y_tk;  the gradient goes to the first arg max
     attention  e_t = tanh(W y_t + b) (A),  s_t = v . e_t,  a = softmax over t<L of s
                (exactly 0 for t >= L),  p = sum_t a_t y_t
+    concat     p = [last, mean, max] (3D wide; ULMFiT's "concat pooling"), the gradient the sum
+               of the three parts'
 
 Backward of attention, with dp the pooled gradient::
 
@@ -27,7 +29,7 @@ from ...nn.attention import masked_softmax
 from ...nn.init import torch_default
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-POOLS = ("last", "mean", "max", "attention")
+POOLS = ("last", "mean", "max", "attention", "concat")
 
 
 def valid_mask(lengths: np.ndarray, T: int) -> np.ndarray:
@@ -50,7 +52,7 @@ class Pool(Module):
 
     ``directions`` 2 makes ``last`` take the reverse half at t = 0.  ``attention`` has the
     parameters ``attn.weight (A, D)``, ``attn.bias (A,)`` and ``v (A,)``; the weights of the last
-    forward are kept in ``self.weights`` (N, T).
+    forward are kept in ``self.weights`` (N, T).  ``out_size``: D, or 3 D for ``concat``.
     """
 
     def __init__(self, kind: str, size: int, directions: int = 1, attn_size: int = 64, *,
@@ -60,6 +62,9 @@ class Pool(Module):
             raise ValueError(f"pool must be one of {POOLS}, got {kind!r}")
         self.kind, self.size, self.directions = kind, size, directions
         self.weights = None
+        self.out_size = 3 * size if kind == "concat" else size
+        if kind == "concat":
+            self.parts = [Pool(k, size, directions) for k in ("last", "mean", "max")]
         if kind == "attention":
             rng = rng if rng is not None else np.random.default_rng()
             self.attn = Linear(size, attn_size, dtype=dtype, rng=rng)
@@ -68,6 +73,8 @@ class Pool(Module):
     def forward(self, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         N, T, D = y.shape
         lengths = check_lengths(lengths, N, T)
+        if self.kind == "concat":
+            return np.concatenate([part.forward(y, lengths) for part in self.parts], axis=1)
         mask = valid_mask(lengths, T)                               # (N, T)
         rows = np.arange(N)
         if self.kind == "last":
@@ -97,6 +104,10 @@ class Pool(Module):
         return p
 
     def backward(self, dp: np.ndarray) -> np.ndarray:
+        if self.kind == "concat":
+            D = self.size
+            return sum(part.backward(dp[:, k * D : (k + 1) * D])
+                       for k, part in reversed(list(enumerate(self.parts))))
         if self.kind == "last":
             shape, lengths = self._pop()
             dy = np.zeros(shape, dp.dtype)
@@ -175,7 +186,7 @@ class SequenceNet(Module):
                                    dtype=dtype, rng=rng)
         self.pool = Pool(cfg.pool, D * cfg.hidden, D, cfg.attn, dtype=dtype, rng=rng)
         self.drop = Dropout(cfg.dropout)
-        self.head = Linear(D * cfg.hidden, cfg.classes, dtype=dtype, rng=rng)
+        self.head = Linear(self.pool.out_size, cfg.classes, dtype=dtype, rng=rng)
         self.set_rng(dropout_rng if dropout_rng is not None else np.random.default_rng())
 
     def set_rng(self, rng: np.random.Generator) -> None:

@@ -1,13 +1,14 @@
 """Training a sequence classifier on the shared loop, and classifying with a trained one.
 
-The training file is read once (`data.read_data`); a stratified ``--val-fraction`` of it is held
-out for validation (every class keeps at least one training sequence); the inputs are prepared
-by `Inputs` - per-channel scaling fitted on the training part only and frames glued in groups of
-``--stack`` for feature sequences, a vocabulary of the training part for text - and kept in
-memory.  Each step takes a batch of sequences of similar length (`EpochBatches`), runs
-`SequenceNet` over the padded batch with its lengths and minimises the cross-entropy (weighted
-by inverse class frequency with ``--balance``).  Validation accuracy (balanced accuracy with
-``--balance``) picks the best parameters; the checkpoint rebuilds the `Classifier`.
+The training file is read once (`data.read_data`).  With ``--val-fraction`` a stratified part
+of it is held out (every class keeps at least one training sequence) and its accuracy
+(balanced accuracy with ``--balance``) picks the best parameters; by default every sequence
+trains and the last parameters are kept.  `Inputs` prepares the sequences once - per-channel
+scaling fitted on the training part only and frames glued in groups of ``--stack`` for
+features, a vocabulary of the training part for text.  Each step gives every member of the
+`Ensemble` its own batch of sequences of similar length (`EpochBatches`); each member runs over
+its padded batch with the lengths and minimises the cross-entropy (weighted by inverse class
+frequency with ``--balance``).  The checkpoint rebuilds the `Classifier`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ from .metrics import scores
 from .model import POOLS, Ensemble, NetConfig
 
 
+def shown(f, text: str):
+    """A settings field whose default reads ``text`` in --help (worked out from the data)."""
+    f.metadata = {**f.metadata, "shown": text}
+    return f
+
+
 @dataclass
 class ClassifySettings(TrainSettings):
     """Settings of ``rnnkit classify train``: one set of defaults for every data set."""
@@ -43,27 +50,29 @@ class ClassifySettings(TrainSettings):
     warmup: int = like("warmup", 50)
     steps: int = like("steps", 1500)
     eval_every: int = like("eval_every", 100)
-    val_fraction: float = like("val_fraction", 0.1)
+    val_fraction: float = like("val_fraction", 0.0)
     ensemble: int = field(5, "networks trained side by side from different seeds and batch "
                              "orders; their probabilities are averaged")
     bidirectional: bool = field(True, "run the recurrent layers in both directions")
-    pool: str = field("attention", "how the outputs over time become one vector", choices=POOLS)
-    embed: int | None = field(None, "input width: an Embedding for text, a Linear for features "
-                                    "(0: features straight into the recurrent layer)")
-    stack: int | None = field(None, "glue this many consecutive feature frames into one step "
-                                    "(default: as many as keep the longest training sequence "
-                                    "near 64 steps)")
+    pool: str = field("concat", "how the outputs over time become one vector", choices=POOLS)
+    embed: int | None = shown(field(None, "input width: an Embedding for text, a Linear for "
+                                          "features (0: features straight into the recurrent "
+                                          "layer)"), "64 for text, 0 for features")
+    stack: int | None = shown(field(None, "glue this many consecutive feature frames into one "
+                                          "step"), "as many as keep the longest training "
+                                                   "sequence near 64 steps")
     balance: bool = field(False, "weight the loss by inverse class frequency (and pick the "
                                  "best parameters by balanced accuracy)")
     tokens: str = field("char", "text: characters or words", choices=("char", "word"))
     vocab_size: int = field(0, "text: keep the most frequent tokens (0: all of the training text)")
-    fill: str | None = field(None, "fill missing values instead of refusing them",
-                             choices=("ffill", "interpolate"))
-    id_col: str | None = field(None, "CSV: the column naming each sequence")
-    time_col: str | None = field(None, "CSV: the column ordering the rows of a sequence")
-    label_col: str | None = field(None, "CSV: the column holding the class")
-    features: str | None = field(None, "CSV: comma-separated feature columns (default: all "
-                                       "other columns)")
+    fill: str | None = shown(field(None, "fill missing values instead of refusing them",
+                                   choices=("ffill", "interpolate")), "refuse them")
+    id_col: str | None = shown(field(None, "CSV: the column naming each sequence"), "-")
+    time_col: str | None = shown(field(None, "CSV: the column ordering the rows of a "
+                                             "sequence"), "the file's order")
+    label_col: str | None = shown(field(None, "CSV: the column holding the class"), "-")
+    features: str | None = shown(field(None, "CSV: comma-separated feature columns"),
+                                 "every other column")
 
     def check(self) -> None:
         super().check()
@@ -215,6 +224,9 @@ class ClassifyTask(Task):
         self.train_x, self.train_y = self.inputs.encode(train, dtype), y[tr]
         self.val_x, self.val_y = self.inputs.encode(val, dtype), y[va]
         self.source = ds.source
+        if ds.kind == "text" and s.embed == 0:
+            raise ValueError("--embed 0 sends features straight into the recurrent layer; text "
+                             "needs an Embedding: give --embed >= 1")
         cfg = NetConfig(input_size=self.inputs.size, classes=len(self.classes),
                         tokens=ds.kind == "text",
                         embed=s.embed if s.embed is not None else (64 if ds.kind == "text" else 0),
@@ -233,7 +245,9 @@ class ClassifyTask(Task):
         s, inp = self.s, self.inputs
         what = (f"{inp.kind}, {inp.channels} channels x {inp.stack} frames a step"
                 if inp.kind != "text" else f"text, {len(inp.vocab)} {s.tokens} tokens")
-        return (f"{len(self.train_x):,} training and {len(self.val_x):,} validation sequences, "
+        val = (f"{len(self.val_x):,} validation" if self.val_x
+               else "no validation (the last parameters are kept)")
+        return (f"{len(self.train_x):,} training sequences, {val}, "
                 f"{len(self.classes)} classes, {what}, {s.cell} {s.layers}x{s.hidden}"
                 f"{' bidirectional' if s.bidirectional else ''}, {s.pool} pooling")
 
