@@ -142,6 +142,25 @@ def test_balance_weights_the_loss_by_inverse_class_frequency():
     assert got == pytest.approx((w[y] * per).sum() / w[y].sum())
 
 
+def test_balanced_task_weights_its_loss_and_picks_by_balanced_accuracy(tmp_path, rng):
+    series, labels = separable(rng, 40)
+    labels = ["pos" if k < 8 else "neg" for k in range(40)]  # 8 against 32
+    path = tmp_path / "imb.ts"
+    path.write_text(format_ts(series, labels, "imb"))
+    task = ClassifyTask(ClassifySettings(**{**TINY, "balance": True, "val_fraction": 0.25}), path)
+    assert task.metric == "balanced_accuracy" and task.higher_is_better
+    assert np.bincount(task.val_y).tolist() == [8, 2]  # stratified: 25% of each class
+    np.testing.assert_allclose(task.weights, [30 / (2 * 24), 30 / (2 * 6)], rtol=1e-6)
+    x, lengths, y = task.batch(0)[0]
+    logits = task.model.members[0].forward(x, lengths).astype(np.float64)
+    task.model.zero_grad()
+    per = np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(y)), y]
+    w = task.weights[y]
+    want = (w * per).sum() / w.sum()
+    got = task.ce.forward(logits.astype(np.float32), y, w)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
 def run_cli(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -256,6 +275,12 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, charts, capsys):
     code, _, err = run_cli(capsys, "classify", "train", "--data", str(charts / "train.ts"),
                            "--test", str(bad), "--out", str(tmp_path / "run"), "--steps", "5")
     assert code == 1 and "line 5" in err and not (tmp_path / "run").exists()
+    unseen = tmp_path / "unseen.ts"
+    unseen.write_text(format_ts([np.ones((5, 1))], ["square"], "u"))
+    code, _, err = run_cli(capsys, "classify", "train", "--data", str(charts / "train.ts"),
+                           "--test", str(unseen), "--out", str(tmp_path / "run"), "--steps", "5")
+    assert code == 1 and "label 'square' is not one of the model's classes" in err
+    assert not (tmp_path / "run").exists()
     run_cli(capsys, "classify", "train", "--data", str(charts / "train.ts"), "--out",
             str(tmp_path / "ok"), "--steps", "3", "--hidden", "4", "--ensemble", "1", "--quiet")
     for argv, match in [

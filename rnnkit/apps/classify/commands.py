@@ -12,7 +12,8 @@ from ...train.cli import add_train_options, train_command
 from ...train.files import check_file_output, write_atomic
 from . import load
 from .charts import bundled_path, charts_text
-from .train import ClassifySettings, ClassifyTask
+from .data import encode_labels
+from .train import Classifier, ClassifySettings, ClassifyTask
 
 FORMATS = "a .ts (UCR/UEA), .csv (long format: --id-col, --label-col) or .jsonl (text or audio) file"
 
@@ -98,10 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     def make_task(settings, ckpt):
         task = ClassifyTask(settings, data, ckpt)
         if test is not None:  # read and check the test file before anything trains
-            from .train import Classifier
             clf = Classifier(task.model, task.inputs, task.classes, settings)
-            made["test"], made["clf"] = clf.read(test, labelled=True), clf
-            clf.inputs.check(made["test"])
+            ds = made["test"] = clf.read(test, labelled=True)
+            clf.inputs.check(ds)
+            encode_labels(ds.labels, task.classes, ds.source, ds.names)
         return task
 
     status = train_command(args, ClassifySettings, "classify", make_task)
