@@ -1,5 +1,6 @@
 """``rnnkit <app> <verb>``: a thin dispatcher.  Errors reach the user as one line, exit status 1
-(2 for a command line argparse cannot parse), 130 when interrupted.
+(2 for a command line argparse cannot parse), 130 when interrupted; under MPI once for the whole
+job, never leaving the other ranks waiting (`rnnkit.train.mpi.report`).
 
 Each application module has ``register(subparsers)`` adding its verbs, each verb's parser
 carrying ``run=function(args) -> exit status``.
@@ -13,6 +14,7 @@ import os
 import sys
 
 from . import __version__
+from .train.mpi import crashed, report
 
 APPS = ("rnnkit.apps.lm.commands", "rnnkit.apps.forecast.commands", "rnnkit.apps.seq2seq.commands",
         "rnnkit.apps.asr.commands", "rnnkit.apps.classify.commands", "rnnkit.tools.export")
@@ -74,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         with blas_threads(threads(args.threads)):
             return args.run(args)
     except (ValueError, OSError) as exc:
-        print(f"rnnkit: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
-        return 130
+        return report(f"rnnkit: error: {exc}", exc, 1)
+    except KeyboardInterrupt as exc:
+        return report("rnnkit: interrupted", exc, 130)
+    except Exception as exc:
+        crashed(exc)
+        raise
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Each public function here is a twin of a NumPy reference in ``cells.py`` with the same signature
 and the same arithmetic in the same order, fused into one pass over memory instead of one NumPy
 call (and one Python round trip) per operation.  At the sizes RNNs run at, a step's element-wise
-work is a few thousand numbers, so the ~1 us each NumPy call costs dominates it; one compiled loop
-removes that.  The transcendental ``tanh`` stays with NumPy, whose SIMD tanh is ~4x faster than
-numba's scalar one.  Backward has no transcendental at all and becomes one kernel per step.
+work is a few thousand numbers, so the fixed cost of each NumPy call dominates it; one compiled
+loop removes that.  The transcendental ``tanh`` stays with NumPy (its SIMD tanh is faster than a
+compiled scalar loop).  Backward has no transcendental at all and becomes one kernel per step.
+Figures: docs/performance.md.
 
 numba is an optional extra (``pip install rnnkit[accel]``); without it, or with the environment
 variable ``RNNKIT_ACCEL=0`` or ``set_enabled(False)``, the driver runs the NumPy reference.
@@ -53,63 +54,77 @@ def _build(numba, real):
     literal would promote float32 arithmetic to float64 and change the numbers."""
     zero, half, one = real(0), real(0.5), real(1)
     jit = numba.njit(cache=True, nogil=True)
+    unit = numba.njit(cache=True, nogil=True, inline="always")  # inlined into each walker
 
-    # Each kernel walks the rows and, within a row, runs short loops over a few 1-D arrays each:
-    # LLVM vectorises a loop only when it can check at run time that its arrays do not overlap,
-    # and gives up beyond a handful of them (one loop over all 13 arrays of the LSTM backward
-    # ran ~10x slower, scalar).  The arithmetic is the NumPy reference's, in the same order.
+    # The arithmetic of each gate is written once, in a unit over 1-D vectors of equal length;
+    # the batch-major walker (*_rows) hands it one row of the batch per call, the hidden-major
+    # walker (*_hm) one hidden unit across the batch.  A unit runs short loops over a few arrays
+    # each: LLVM vectorises a loop only when it can check at run time that its arrays do not
+    # overlap, and gives up beyond a handful of them (one loop over every array of the LSTM
+    # backward stayed scalar).  The arithmetic is the NumPy reference's, in the same order.
+
+    @unit
+    def sigmoid_from_tanh(t):  # t = tanh(a/2) -> sigma(a), as cells.sigmoid_from_tanh_
+        for k in range(t.shape[0]):
+            t[k] = t[k] * half + half
+
+    @unit
+    def lstm_unit(i, f, g, o, c_prev, c):  # the sigmoids of i, f, o; c = f c_prev + i g
+        sigmoid_from_tanh(i)
+        sigmoid_from_tanh(f)
+        sigmoid_from_tanh(o)
+        for k in range(c.shape[0]):
+            c[k] = f[k] * c_prev[k] + i[k] * g[k]
+
+    @unit
+    def gru_unit_gates(r, z, n, gh_n):  # the sigmoids of r, z; n's pre-activation gi_n + r gh_n
+        sigmoid_from_tanh(r)
+        sigmoid_from_tanh(z)
+        for k in range(n.shape[0]):
+            n[k] = n[k] + r[k] * gh_n[k]
+
+    @unit
+    def gru_unit_out(z, n, h_prev, h):  # h = n + z (h_prev - n)
+        for k in range(h.shape[0]):
+            h[k] = (h_prev[k] - n[k]) * z[k] + n[k]
 
     @jit
-    def lstm_cell(gates, c_prev, c_out):
-        # gates holds [tanh(a_i/2), tanh(a_f/2), tanh(a_g), tanh(a_o/2)]: finish the sigmoids,
-        # then c = f * c_prev + i * g
-        N, H = c_out.shape
-        for n in range(N):
-            a, cp, c = gates[n], c_prev[n], c_out[n]
-            for j in range(2 * H):
-                a[j] = a[j] * half + half
-            for j in range(3 * H, 4 * H):
-                a[j] = a[j] * half + half
-            for j in range(H):
-                c[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j]
+    def lstm_rows(gates, c_prev, c_out):
+        H = c_out.shape[1]
+        for n in range(c_out.shape[0]):
+            a = gates[n]
+            lstm_unit(a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :], c_prev[n], c_out[n])
 
     @jit
-    def lstm_cell_hm(gates, c_prev, c_out):
-        # lstm_cell in hidden-major layout: gates (4H, N), states (H, N), a row per hidden unit
-        H, N = c_out.shape
+    def lstm_hm(gates, c_prev, c_out):
+        H = c_out.shape[0]
         for j in range(H):
-            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
-            cp, c = c_prev[j], c_out[j]
-            for n in range(N):
-                i[n] = i[n] * half + half
-            for n in range(N):
-                f[n] = f[n] * half + half
-            for n in range(N):
-                o[n] = o[n] * half + half
-            for n in range(N):
-                c[n] = f[n] * cp[n] + i[n] * g[n]
+            lstm_unit(gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], c_prev[j], c_out[j])
+
+    @jit
+    def gru_gates_rows(gi, gh):
+        H = gi.shape[1] // 3
+        for n in range(gi.shape[0]):
+            a = gi[n]
+            gru_unit_gates(a[:H], a[H : 2 * H], a[2 * H :], gh[n, 2 * H :])
+
+    @jit
+    def gru_out_rows(gi, h_prev, h_out):
+        H = h_out.shape[1]
+        for n in range(h_out.shape[0]):
+            gru_unit_out(gi[n, H : 2 * H], gi[n, 2 * H :], h_prev[n], h_out[n])
 
     @jit
     def gru_gates_hm(gi, gh):
-        # finish the sigmoids of r, z (tanh already applied), then n's pre-activation gi_n + r gh_n
         H = gi.shape[0] // 3
-        N = gi.shape[1]
         for j in range(H):
-            r, z, n, ghn = gi[j], gi[H + j], gi[2 * H + j], gh[2 * H + j]
-            for k in range(N):
-                r[k] = r[k] * half + half
-            for k in range(N):
-                z[k] = z[k] * half + half
-            for k in range(N):
-                n[k] = n[k] + ghn[k] * r[k]
+            gru_unit_gates(gi[j], gi[H + j], gi[2 * H + j], gh[2 * H + j])
 
     @jit
     def gru_out_hm(gi, h_prev, h_out):
-        H, N = h_out.shape
+        H = h_out.shape[0]
         for j in range(H):
-            z, n, hp, h = gi[H + j], gi[2 * H + j], h_prev[j], h_out[j]
-            for k in range(N):
-                h[k] = (hp[k] - n[k]) * z[k] + n[k]
+            gru_unit_out(gi[H + j], gi[2 * H + j], h_prev[j], h_out[j])
 
     @jit
     def lstm_preact(gates, hw, b_ih, b_hh, scale):
@@ -173,32 +188,45 @@ def _build(numba, real):
                 for j in range(H):
                     a[j] = (one - y[j] * y[j]) * d[j]
 
+    # The twins.  ``tanh`` stays with NumPy, whose SIMD tanh beats a compiled scalar loop.
+
     def lstm_pointwise(gates, c_prev, c_out, tc_out, m_out):
         """Twin of ``cells.lstm_pointwise``."""
         H = c_out.shape[-1]
         np.tanh(gates, out=gates)
-        lstm_cell(gates, c_prev, c_out)
+        lstm_rows(gates, c_prev, c_out)
         np.tanh(c_out, out=tc_out)
         np.multiply(gates[:, 3 * H :], tc_out, out=m_out)
         return m_out
 
     def lstm_pointwise_hm(gates, c_prev, c_out, tc_out, m_out):
-        """Twin of ``cells.lstm_pointwise_hm`` (hidden-major)."""
+        """Twin of ``cells.lstm_pointwise_hm``."""
         H = c_out.shape[0]
         np.tanh(gates, out=gates)
-        lstm_cell_hm(gates, c_prev, c_out)
+        lstm_hm(gates, c_prev, c_out)
         np.tanh(c_out, out=tc_out)
         np.multiply(gates[3 * H :], tc_out, out=m_out)
         return m_out
 
+    def gru_pointwise(gi, gh, h_prev, h_out):
+        """Twin of ``cells.gru_pointwise``."""
+        H = h_out.shape[-1]
+        rz, n = gi[:, : 2 * H], gi[:, 2 * H :]
+        np.add(rz, gh[:, : 2 * H], out=rz)
+        np.tanh(rz, out=rz)
+        gru_gates_rows(gi, gh)
+        np.tanh(n, out=n)
+        gru_out_rows(gi, h_prev, h_out)
+        return h_out
+
     def gru_pointwise_hm(gi, gh, h_prev, h_out):
         """Twin of ``cells.gru_pointwise_hm``."""
         H = h_out.shape[0]
-        rz = gi[: 2 * H]
+        rz, n = gi[: 2 * H], gi[2 * H :]
         np.add(rz, gh[: 2 * H], out=rz)
         np.tanh(rz, out=rz)
         gru_gates_hm(gi, gh)
-        np.tanh(gi[2 * H :], out=gi[2 * H :])
+        np.tanh(n, out=n)
         gru_out_hm(gi, h_prev, h_out)
         return h_out
 
@@ -223,7 +251,8 @@ def _build(numba, real):
         return da_out
 
     return SimpleNamespace(lstm_pointwise=lstm_pointwise, lstm_pointwise_hm=lstm_pointwise_hm,
-                           lstm_preactivation=lstm_preactivation, gru_pointwise_hm=gru_pointwise_hm,
+                           lstm_preactivation=lstm_preactivation, gru_pointwise=gru_pointwise,
+                           gru_pointwise_hm=gru_pointwise_hm,
                            lstm_pointwise_backward=lstm_pointwise_backward,
                            gru_pointwise_backward=gru_pointwise_backward,
                            rnn_pointwise_backward=rnn_pointwise_backward)

@@ -115,8 +115,8 @@ class Sequential(Module):
     yourself when you need the state (stateful language models, encoder-decoders)::
 
         model = Sequential(Embedding(V, 32), LSTM(32, 64), Linear(64, V))
-        logits = model.forward(ids)               # (N, T, V)
-        loss = loss_fn.forward(logits, targets)
+        logits = model(ids)                       # (N, T, V)
+        loss = loss_fn(logits, targets)
         model.backward(loss_fn.backward())
     """
 
@@ -127,9 +127,9 @@ class Sequential(Module):
     def forward(self, x, lengths=None):
         for m in self.layers:
             if isinstance(m, _Recurrent):  # keep y, drop the final state
-                x, _ = m.forward(x, lengths=lengths)
+                x, _ = m(x, lengths=lengths)
             else:
-                x = m.forward(x)
+                x = m(x)
         return x
 
     def backward(self, dy):

@@ -55,13 +55,20 @@ def as_input(x, dtype: np.dtype, name: str = "x") -> np.ndarray:
 
 
 class Module:
-    """Base class: parameters and gradients by name, sub-modules, train/eval, caches."""
+    """Base class: parameters and gradients by name, sub-modules, train/eval, caches.
+
+    A subclass defines ``forward`` and ``backward``; calling the module is calling ``forward``
+    (``lstm(x, lengths=lengths)`` is ``lstm.forward(x, lengths=lengths)``), as in torch and Keras.
+    """
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.training = True
         self._caches: list = []
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
     # -- parameters -------------------------------------------------------------------------
     def _add_param(self, name: str, value: np.ndarray) -> None:

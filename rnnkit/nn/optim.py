@@ -1,4 +1,5 @@
-"""Optimizers, learning-rate schedules and gradient clipping (NumPy only).
+"""Optimizers (NumPy only); the learning-rate schedules (``schedules.py``) and gradient clipping
+(``clipping.py``) are importable from here too.
 
 Optimizers live outside the layers. Each step takes an iterable of ``(name, param, grad)``
 triples, updates every ``param`` *in place* and keeps its per-parameter state keyed by
@@ -36,54 +37,20 @@ GPU array library can run the same code later.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from ._checks import _flag, _nonneg, _unit
+from .clipping import Triple, clip_grad_norm, clip_grad_value
+from .schedules import constant, cosine_lr, exponential_lr, step_lr, warmup
 
 __all__ = [
     "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
     "constant", "step_lr", "exponential_lr", "cosine_lr", "warmup",
     "clip_grad_norm", "clip_grad_value",
 ]
-
-Triple = tuple[str, np.ndarray, np.ndarray]
-Schedule = Callable[[int], float]
-
-
-# ----------------------------------------------------------------------------------------
-# hyper-parameter checks
-
-def _real(name: str, value: Any) -> float:
-    """A finite real number as a Python float (bools are rejected: they are flags)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _nonneg(name: str, value: Any) -> float:
-    value = _real(name, value)
-    if value < 0.0:
-        raise ValueError(f"invalid {name}: {value} (must be >= 0)")
-    return value
-
-
-def _unit(name: str, value: Any, *, closed: bool = False) -> float:
-    """A number in [0, 1) (or [0, 1] when ``closed``)."""
-    value = _real(name, value)
-    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
-        raise ValueError(f"invalid {name}: {value} (must be in [0, 1{']' if closed else ')'})")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
 
 
 def _lerp_(a: np.ndarray, b: np.ndarray, w: float) -> None:
@@ -467,152 +434,3 @@ class AdamW(Adam):
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
         super().__init__(lr, betas, eps, weight_decay, amsgrad)
-
-
-# ----------------------------------------------------------------------------------------
-# learning-rate schedules: pure functions of the 0-based step, nanoGPT's lr_at(step)
-#
-# lr_at(k) is the learning rate of the k-th update (k = 0, 1, ...), i.e. torch's
-# optimizer.param_groups[0]["lr"] after k calls of scheduler.step().
-
-def _check_step(step: int) -> int:
-    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"step must be a non-negative integer, got {step!r}")
-    return int(step)
-
-
-def _count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def constant(base_lr: float) -> Schedule:
-    """lr_at(k) = base_lr."""
-    base_lr = _nonneg("base_lr", base_lr)
-
-    def lr_at(step: int) -> float:
-        _check_step(step)
-        return base_lr
-    return lr_at
-
-
-def step_lr(base_lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
-    """lr_at(k) = base_lr * gamma ** (k // step_size)   (torch StepLR)."""
-    base_lr, gamma = _nonneg("base_lr", base_lr), _nonneg("gamma", gamma)
-    step_size = _count("step_size", step_size, 1)
-
-    def lr_at(step: int) -> float:
-        return base_lr * gamma ** (_check_step(step) // step_size)
-    return lr_at
-
-
-def exponential_lr(base_lr: float, gamma: float) -> Schedule:
-    """lr_at(k) = base_lr * gamma ** k   (torch ExponentialLR)."""
-    base_lr, gamma = _nonneg("base_lr", base_lr), _nonneg("gamma", gamma)
-
-    def lr_at(step: int) -> float:
-        return base_lr * gamma ** _check_step(step)
-    return lr_at
-
-
-def cosine_lr(base_lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
-    """lr_at(k) = min_lr + (base_lr - min_lr) * (1 + cos(pi * k / total_steps)) / 2 for
-    k <= total_steps, and min_lr after (torch CosineAnnealingLR with T_max = total_steps and
-    eta_min = min_lr, in closed form; torch's would rise again after T_max, nanoGPT's holds).
-    """
-    base_lr, min_lr = _nonneg("base_lr", base_lr), _nonneg("min_lr", min_lr)
-    total_steps = _count("total_steps", total_steps, 1)
-
-    def lr_at(step: int) -> float:
-        step = _check_step(step)
-        if step >= total_steps:
-            return min_lr
-        return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * step / total_steps)) / 2.0
-    return lr_at
-
-
-def warmup(schedule: Schedule, warmup_steps: int) -> Schedule:
-    """Linear warm-up of W = warmup_steps steps, then ``schedule`` from its own step 0:
-
-    lr_at(k) = schedule(0) * (1/W + (1 - 1/W) * k / W)   for k < W   (starts at schedule(0) / W)
-    lr_at(k) = schedule(k - W)                             for k >= W
-
-    This is torch's SequentialLR([LinearLR(start_factor=1/W, total_iters=W), main],
-    milestones=[W]); for a run of T steps give the wrapped schedule T - W steps. W = 0 returns
-    ``schedule`` unchanged.
-    """
-    warmup_steps = _count("warmup_steps", warmup_steps, 0)
-    if warmup_steps == 0:
-        return schedule
-    base_lr = schedule(0)
-    start = 1.0 / warmup_steps
-
-    def lr_at(step: int) -> float:
-        step = _check_step(step)
-        if step >= warmup_steps:
-            return schedule(step - warmup_steps)
-        return base_lr * (start + (1.0 - start) * step / warmup_steps)
-    return lr_at
-
-
-# ----------------------------------------------------------------------------------------
-# gradient clipping
-
-def _grads(grads: Iterable[np.ndarray] | Iterable[Triple]) -> list[np.ndarray]:
-    """Gradient arrays from arrays or (name, param, grad) triples."""
-    out = []
-    for item in grads:
-        if isinstance(item, tuple):
-            if len(item) != 3:
-                raise ValueError(f"expected arrays or (name, param, grad) triples, got a tuple of {len(item)}")
-            item = item[2]
-        if not hasattr(item, "dtype") or not np.issubdtype(item.dtype, np.floating):
-            raise ValueError(f"gradients must be floating-point arrays, got {type(item).__name__}")
-        out.append(item)
-    return out
-
-
-def _global_norm(grads: list[np.ndarray]) -> float:
-    """sqrt(sum of squares) over all gradients, as the norm of the per-array norms (torch)."""
-    # Accumulate in float64 so float32 gradients cannot overflow the sum; a norm that is
-    # really infinite (or NaN) is returned for the caller to act on.
-    with np.errstate(over="ignore", invalid="ignore"):
-        norms = [np.linalg.norm(np.ravel(g).astype(np.float64, copy=False)) for g in grads]
-        return float(np.linalg.norm(np.array(norms, dtype=np.float64))) if norms else 0.0
-
-
-def clip_grad_norm(grads: Iterable[np.ndarray] | Iterable[Triple], max_norm: float) -> float:
-    """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
-
-    total_norm = sqrt(sum_k ||grad_k||^2)
-    grad_k = grad_k * min(max_norm / (total_norm + 1e-6), 1)   (torch clip_grad_norm_)
-
-    Returns ``total_norm`` before clipping. If it is not finite the gradients are left as
-    they are (torch would turn them into NaN) and the caller decides, e.g. skips the step.
-    """
-    max_norm = _real("max_norm", max_norm)
-    if max_norm <= 0.0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm}")
-    arrays = _grads(grads)
-    total_norm = _global_norm(arrays)
-    if math.isfinite(total_norm):
-        clip_coef = min(max_norm / (total_norm + 1e-6), 1.0)
-        for g in arrays:
-            g *= clip_coef
-    return total_norm
-
-
-def clip_grad_value(grads: Iterable[np.ndarray] | Iterable[Triple], clip_value: float) -> float:
-    """Clamp every gradient element in place to [-clip_value, clip_value]
-    (torch clip_grad_value_). Returns the global L2 norm before clipping; if it is not
-    finite the gradients are left as they are and the caller decides."""
-    clip_value = _real("clip_value", clip_value)
-    if clip_value <= 0.0:
-        raise ValueError(f"clip_value must be > 0, got {clip_value}")
-    arrays = _grads(grads)
-    total_norm = _global_norm(arrays)
-    if math.isfinite(total_norm):
-        for g in arrays:
-            np.clip(g, -clip_value, clip_value, out=g)
-    return total_norm

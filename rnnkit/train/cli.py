@@ -5,7 +5,9 @@
 subclass of `TrainSettings`, so the shared flags have the same names, help and validation in
 every application).  ``train_command`` is the body of ``rnnkit <app> train``: it validates the
 flags, checks ``--out`` and a checkpoint to resume before any data is read, builds the task,
-trains it with `fit` and reports.
+trains it with `fit` and reports.  Under MPI (``mpiexec -n K rnnkit <app> train``) every rank
+runs it: the ranks check that they were given the same command, rank 0 alone reads ``--out``
+and prints, and every rank reads the data itself.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 from typing import Callable
 
 from .engine import fit, resume_settings
+from .mpi import Group, world
 from .settings import TrainSettings, add_options, check_max_time, explicit_options, from_options
 from .task import Task
 
@@ -42,6 +45,22 @@ def parse_settings(args: argparse.Namespace, cls: type[TrainSettings]):
     return settings, explicit_options(cls, args)
 
 
+def start_run(args: argparse.Namespace, cls: type[TrainSettings], app: str):
+    """-> (group, settings, names given explicitly, checkpoint or None) of a ``train`` verb.
+
+    Under MPI the ranks must have been given the same options, and rank 0 alone checks
+    ``--out`` (and reads the checkpoint to resume), for every rank.
+    """
+    given, explicit = parse_settings(args, cls)
+    group = world()
+    group.same("options", {f"--{k.replace('_', '-')}": v for k, v in sorted(vars(args).items())
+                           if not callable(v)})
+    group.divides(given.batch)
+    settings, ckpt = group.on_root(resume_settings, args.out, app, given, explicit, args.resume,
+                                   args.overwrite)
+    return group, settings, explicit, ckpt
+
+
 def train_command(args: argparse.Namespace, cls: type[TrainSettings], app: str,
                   make_task: Callable[[TrainSettings, object], Task]) -> int:
     """``rnnkit <app> train``: returns the exit status (130 when interrupted).
@@ -49,17 +68,26 @@ def train_command(args: argparse.Namespace, cls: type[TrainSettings], app: str,
     ``make_task(settings, checkpoint)`` builds the task from the run's settings (the
     checkpoint's on --resume; ``checkpoint`` is (config, arrays, meta) or None).
     """
-    given, explicit = parse_settings(args, cls)
-    settings, ckpt = resume_settings(args.out, app, given, explicit, args.resume, args.overwrite)
-    task = make_task(settings, ckpt)
+    group, settings, explicit, ckpt = start_run(args, cls, app)
+    task = group.together(make_task, settings, ckpt)
+    say = _say(group)
     line = task.describe()
     n = task.model.num_parameters()
-    print(f"rnnkit {app} train: {line}{', ' if line else ''}{n:,} parameters", file=sys.stderr)
+    say(f"rnnkit {app} train: {line}{', ' if line else ''}{n:,} parameters"
+        + (f", {group.size} ranks" if group.size > 1 else ""))
     summary = fit(task, settings, args.out, checkpoint=ckpt, max_time=args.max_time,
                   fit_to_time=args.max_time is not None and "steps" not in explicit,
                   progress=not args.quiet)
-    print(report(summary, task, args.out), file=sys.stderr)
+    say(report(summary, task, args.out))
     return 130 if summary["stopped"] == "interrupted" else 0
+
+
+def _say(group: Group) -> Callable[[str], None]:
+    """A print to stderr on rank 0, the only rank that prints."""
+    def say(line: str) -> None:
+        if group.root:
+            print(line, file=sys.stderr)
+    return say
 
 
 def report(summary: dict, task: Task, out) -> str:

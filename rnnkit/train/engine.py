@@ -15,6 +15,12 @@ moments, the task's generators and state, the step - is in the checkpoint, and b
 function of the step, so a run stopped anywhere and resumed ends bit-identical to one never
 stopped.  Callbacks (`Callback`) see the run after backward, after each step and after each
 evaluation without touching the loop.
+
+Under MPI (``mpiexec -n K``, `rnnkit.train.mpi`) the same loop runs on every rank: the group
+(``run.group``) gives each rank its shard of the step's batch and sums the weighted gradients
+with one allreduce before clipping, so every rank applies the same update; rank 0 alone writes
+checkpoints and prints.  Outside MPI the group is a plain one-process `Group` that changes
+nothing.
 """
 from __future__ import annotations
 
@@ -31,15 +37,19 @@ import numpy as np
 
 from ..nn.optim import Adam, clip_grad_norm, cosine_lr, warmup
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .mpi import Group, world
 from .progress import Progress, plot_history
 from .settings import TrainSettings, check_max_time, from_dict, merge_resumed
 from .task import Task
 
 SPEED_STEPS = (10, 40)  # the speed for fit_to_time is measured between these steps of a run
+PLOT_EVERY = 60.0       # seconds between redrawn loss.png during a run (drawing is not free)
 
 
 class TrainingDiverged(ValueError):
     """The loss or the gradient norm is not finite, or the loss exploded."""
+
+    all_ranks = True  # under MPI the loss and the norm are the same on every rank
 
 
 def schedule(lr: float, min_lr: float, warmup_steps: int, total: int) -> Callable[[int], float]:
@@ -87,9 +97,11 @@ class Run:
     grad_norm: float = math.nan
     lr: float = 0.0
     clipped: bool = False
+    group: Group = dataclasses.field(default_factory=Group)  # the MPI ranks (or this process)
 
     def __post_init__(self) -> None:
         self.opt = Adam(lr=self.settings.lr)
+        self._plotted = time.monotonic()
         self.set_steps(self.settings.steps)
 
     def set_steps(self, steps: int) -> None:
@@ -99,8 +111,12 @@ class Run:
         self.lr_at = schedule(s.lr, s.min_lr, s.warmup, s.steps)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save(self) -> None:
+    def save(self, final: bool = False) -> None:
+        """Write the checkpoint (and, at the end or every PLOT_EVERY seconds, loss.png)."""
         if self.out is None:
+            return
+        state = self.group.gather_state(self.task)  # every rank's rows of it, at rank 0
+        if not self.group.root:
             return
         task, model = self.task, self.task.model
         config = {"app": task.app, "settings": dataclasses.asdict(self.settings)}
@@ -111,7 +127,6 @@ class Run:
         arrays = {"params": model.state_dict(),
                   "best": self.best_params if self.best_params is not None else model.state_dict(),
                   "optim": self.opt.state_dict()}
-        state = task.state()
         if state:
             arrays["task"] = state
         meta = {"step": self.step, "best": self.best, "best_step": self.best_step,
@@ -119,8 +134,10 @@ class Run:
                 "history": self.history,
                 "rngs": {name: rng_state(g) for name, g in task.rngs().items()}}
         save_checkpoint(self.out, config={**config, **extra}, arrays=arrays, meta=meta)
-        plot_history(self.out / "loss.png", self.history, task, self.best_step,
-                     title=f"rnnkit {task.app}: {getattr(self.settings, 'cell', '')}")
+        if final or time.monotonic() - self._plotted >= PLOT_EVERY:
+            self._plotted = time.monotonic()
+            plot_history(self.out / "loss.png", self.history, task, self.best_step,
+                         title=f"rnnkit {task.app}: {getattr(self.settings, 'cell', '')}")
 
     def restore(self, ckpt) -> None:
         """Continue from a checkpoint of this run (see `resume_settings`)."""
@@ -128,7 +145,7 @@ class Run:
         try:
             self.task.model.load_state_dict(arrays["params"])
             self.opt.load_state_dict(arrays["optim"])
-            self.task.load_state(arrays.get("task", {}))
+            self.task.load_state(self.group.shard_state(self.task, arrays.get("task", {})))
             self.best_params = arrays["best"]
             rngs = self.task.rngs()
             if set(meta["rngs"]) != set(rngs):
@@ -211,15 +228,19 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
     (to at most ``max_steps`` steps).  patience: stop after this many evaluations without a
     better metric.  eval_at_start: evaluate the parameters before the first step too (they may
     be the best: a model that starts from a fitted baseline).  clock: what max_time counts (a
-    benchmark on shared cores may pass ``time.process_time``).
+    benchmark on shared cores may pass ``time.process_time``).  Under MPI only rank 0's
+    ``checkpoint`` counts: it is broadcast.
     """
     settings.check()
     check_max_time(max_time)
     s = dataclasses.replace(settings)  # fit_to_time changes steps: never the caller's object
     model = task.model
-    run = Run(task, s, None if out is None else Path(out))
+    group = world()
+    run = Run(task, s, None if out is None else Path(out), group=group)
+    checkpoint = group.start(task, s, checkpoint)  # the ranks agree on settings and data
     if checkpoint is not None:
         run.restore(checkpoint)
+    group.sync(task)
     fit_to_time = fit_to_time and max_time is not None and run.step == 0
     log_every = log_every or max(1, s.eval_every // 10)
     params = list(model.named_parameters())
@@ -230,12 +251,16 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
     metrics: dict[str, float] = {}
     stopped = "early-stopped" if run.early_stopped else "finished" if run.step >= s.steps else None
     bar = Progress(s.steps, initial=run.step, desc=f"{task.app} train", every=log_every,
-                   enabled=progress)
+                   enabled=progress and group.root)
     for cb in callbacks:
         cb.on_fit_start(run)
     if eval_at_start and run.step == 0 and not run.history["eval_step"]:
         metrics = _evaluate(run, [], bar)
     model.train()
+
+    def out_of_time() -> bool:
+        return max_time is not None and clock() - start >= max_time
+
     try:
         with _stop_on_signals() as stop_asked:
             while stopped is None:
@@ -243,7 +268,11 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
                 run.lr = run.lr_at(run.step)
                 snapshot = _snapshot(task)
                 try:
-                    loss = run.loss = task.loss(task.batch(run.step))
+                    # forward + backward (under MPI: this rank's shard, then one allreduce of the
+                    # weighted gradients, the loss and the stop flags, so the ranks agree)
+                    loss, time_up, asked = group.loss(task, task.batch(run.step), out_of_time,
+                                                      stop_asked)
+                    run.loss = loss
                     for cb in callbacks:
                         cb.on_backward(run)
                     norm = run.grad_norm = clip_grad_norm(params, s.clip)
@@ -271,15 +300,17 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
                         per_step = (now - timed[SPEED_STEPS[0]]) / (SPEED_STEPS[1] - SPEED_STEPS[0])
                         left = max_time - (now - start)
                         fits = max(run.step + 1, run.step + int(0.95 * left / per_step))
-                        run.set_steps(fits if max_steps is None else min(fits, max_steps))
+                        fits = fits if max_steps is None else min(fits, max_steps)
+                        run.set_steps(group.bcast(fits))  # rank 0's clock decides for all
                         fit_to_time = False
                         bar.set_total(s.steps)
                         bar.write(f"fitted to --max-time {max_time:g}s: {s.steps} steps")
 
                 # -- logging, validation, checkpoints, stopping ----------------------------------
-                out_of_time = max_time is not None and now - start >= max_time
                 done = run.step >= s.steps
-                evaluate = run.step % s.eval_every == 0 or done or out_of_time
+                # evaluations keep to their schedule (a stop for time or Ctrl-C only checkpoints),
+                # so a stopped and resumed run keeps the same best parameters as one never stopped
+                evaluate = run.step % s.eval_every == 0 or done
                 if evaluate or run.step % log_every == 0:
                     run.history["train_step"].append(run.step)
                     run.history["train"].append(float(np.mean(recent)))
@@ -287,20 +318,23 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
                 if evaluate:
                     metrics = _evaluate(run, since_eval, bar)
                     since_eval = []
-                    for cb in callbacks:
-                        cb.on_evaluate(run, metrics)
                     if patience is not None and _evals_since_best(run) >= patience:
                         stopped = run.early_stopped = "early-stopped"
                 if stopped is None:
-                    stopped = ("finished" if done else "max-time" if out_of_time
-                               else "interrupted" if stop_asked() else None)
-                if stopped is not None:
-                    run.save()
+                    stopped = ("finished" if done else "max-time" if time_up
+                               else "interrupted" if asked else None)
+                if evaluate or stopped is not None:
+                    run.save(final=stopped is not None)
+                if evaluate:
+                    for cb in callbacks:
+                        cb.on_evaluate(run, metrics)
                 bar.update(1, loss=f"{loss:.3f}", **_shown(task, metrics),
                            **{"steps/s": f"{ran / max(now - start, 1e-9):.2f}"})
     except KeyboardInterrupt:
+        if group.size > 1:
+            raise  # mid-step on one rank: the ranks can no longer agree on a checkpoint
         stopped = "interrupted"
-        run.save()
+        run.save(final=True)
     finally:
         bar.close()
     for cb in callbacks:
@@ -340,7 +374,8 @@ def _check_finite(task: Task, run: Run, loss: float, norm: float) -> None:
 def _evaluate(run: Run, since_eval: list[float], bar: Progress) -> dict[str, float]:
     """Validate, record, keep the best parameters; one line to the progress display."""
     task = run.task
-    metrics = {k: float(v) for k, v in task.evaluate().items()}
+    metrics = run.group.evaluate(task)
+    run.group.check(task.model, run.step)
     task.model.train()
     h = run.history
     h["eval_step"].append(run.step)

@@ -7,9 +7,9 @@ unknown flags and wrong types; ``from_options`` builds the dataclass back from t
 namespace, and ``from_dict`` from a checkpoint's JSON, refusing unknown and missing keys.
 
 `TrainSettings` holds the flags every application's ``train`` shares, with one help text and
-one validation (`TrainSettings.check`).  An application subclasses it, adds its own fields and
-restates a shared field only to give it the application's default (``hidden: int =
-like("hidden", 128)``): the help text stays the one written here.
+one validation (`TrainSettings.check`).  An application subclasses it with its own defaults
+(``class LMSettings(with_defaults(TrainSettings, hidden=256, ...))``) and adds its own fields:
+the help text stays the one written here.
 """
 from __future__ import annotations
 
@@ -56,9 +56,8 @@ class TrainSettings:
 
     def check(self) -> None:
         """Raise ValueError naming the flag of the first setting out of its range."""
-        for name in ("hidden", "layers", "batch", "steps", "eval_every"):
-            _at_least(self, name, 1)
-        _at_least(self, "warmup", 0)
+        at_least(self, "hidden", "layers", "batch", "steps", "eval_every")
+        at_least(self, "warmup", low=0)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -70,25 +69,32 @@ class TrainSettings:
             raise ValueError(f"--min-lr must be >= 0, got {self.min_lr}")
 
 
-def _at_least(s: Any, name: str, low: int) -> None:
-    value = getattr(s, name)
-    if value is not None and value < low:
-        raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
+def at_least(settings: Any, *names: str, low: int = 1) -> None:
+    """Each named setting is at least ``low`` (None: worked out later, allowed); else a
+    ValueError naming the flag."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and value < low:
+            raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
 
 
-def like(name: str, default: Any, choices: tuple | None = None, shown: str | None = None,
-         base: type = TrainSettings) -> Any:
-    """A field of ``base`` (by name) with an application's own default, same help and flag.
+def with_defaults(base: type, shown: dict[str, str] | None = None, **defaults: Any) -> type:
+    """``base`` with an application's own defaults for some of its fields (same help, flag and
+    validation): ``class LMSettings(with_defaults(TrainSettings, hidden=256, ...))``.
 
-    ``shown``: how the default reads in --help when it is worked out from the data (None).
+    A default of None makes the field optional (worked out from the data); ``shown`` gives how
+    such a default reads in --help.
     """
-    f = base.__dataclass_fields__[name]
-    meta = dict(f.metadata)
-    if choices is not None:
-        meta["choices"] = choices
-    if shown is not None:
-        meta["shown"] = shown
-    return dataclasses.field(default=default, metadata=meta)
+    hints = typing.get_type_hints(base)
+    fields = []
+    for name, value in defaults.items():
+        f = base.__dataclass_fields__[name]  # KeyError: not a field of base
+        meta = dict(f.metadata)
+        if shown and name in shown:
+            meta["shown"] = shown[name]
+        kind = hints[name] if value is not None else typing.Optional[hints[name]]
+        fields.append((name, kind, dataclasses.field(default=value, metadata=meta)))
+    return dataclasses.make_dataclass(f"{base.__name__}Defaults", fields, bases=(base,))
 
 
 def check_max_time(value: float | None) -> None:

@@ -20,9 +20,29 @@ nothing of schedules, checkpoints or time limits.  A task says::
 
 A task may also set ``explode``: a loss above which training has diverged even though it is
 finite (a language model far worse than uniform guessing), checked after the warm-up.
+
+Data parallelism (``mpiexec -n K``, `rnnkit.train.mpi`) needs five more things, all with
+defaults that fit a task whose batch is an index array, or a tuple of arrays with one row per
+sequence, and whose loss is a mean over rows::
+
+    shard(batch, rank, K)    rank's part of the global batch: every K-th row from ``rank``
+    weight(batch)            what ``batch`` counts for in the mean that ``loss`` returns: its
+                             rows; a loss averaged over real tokens returns its token count, so
+                             that sum_r weight(shard_r) / weight(batch) * loss(shard_r) is the
+                             mean of the whole batch (and so are the gradients)
+    evaluate_shard(rank, K)  {metric: (sum, count)} over rank's share of the validation data,
+                             summed over the ranks and divided; ``evaluate()`` is the same with
+                             K = 1.  None (the default): rank 0 runs ``evaluate()`` alone
+    state_rows               the axis of the ``state()`` arrays that holds the batch rows (the
+                             language model's carried (L, N, H) state: 1), so that checkpoints
+                             gather them and a resume re-shards them; None: not per row
+    data_digest()            a digest of the data trained and validated on, compared across
+                             ranks at the start (default: the config and the first batch)
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any
 
@@ -40,6 +60,7 @@ class Task:
     higher_is_better: bool = False
     loss_name: str = "loss"        # what loss() returns, for plots and messages
     explode: float | None = None   # a finite loss above this (after warm-up) stops training
+    state_rows: int | None = None  # the axis of the state() arrays that holds the batch rows
 
     def batch(self, step: int) -> Any:
         raise NotImplementedError
@@ -48,7 +69,29 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self) -> dict[str, float]:
-        raise NotImplementedError
+        sums = self.evaluate_shard(0, 1)
+        if sums is None:
+            raise NotImplementedError
+        return {k: s / c if c else math.nan for k, (s, c) in sums.items()}
+
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]] | None:
+        """{metric: (sum, count)} over the share ``rank`` of ``size`` of the validation data."""
+        return None
+
+    def shard(self, batch: Any, rank: int, size: int) -> Any:
+        """The rows ``rank``, ``rank + size``, ... of the global ``batch`` (see `take_rows`)."""
+        n = batch_rows(batch)
+        return take_rows(batch, np.arange(rank, n, size), n)
+
+    def weight(self, batch: Any) -> float:
+        """How much ``batch`` counts in the mean loss: its rows (sequences, windows)."""
+        return float(batch_rows(batch))
+
+    def data_digest(self) -> str:
+        """A digest of the data, equal on every rank that reads the same data."""
+        h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode())
+        _hash_arrays(h, self.batch(0))
+        return h.hexdigest()
 
     def describe(self) -> str:
         """One line on the data and the model, printed when training starts."""
@@ -87,3 +130,35 @@ class Task:
         if new != old:
             return new > old if self.higher_is_better else new < old
         return metrics.get("loss", math.inf) < best.get("loss", math.inf) and self.metric != "loss"
+
+
+def batch_rows(batch: Any) -> int:
+    """The rows of a batch: an array's length, or that of a tuple's first array."""
+    if isinstance(batch, np.ndarray):
+        return len(batch)
+    if isinstance(batch, (tuple, list)):
+        for item in batch:
+            if isinstance(item, np.ndarray) and item.ndim:
+                return len(item)
+    raise TypeError(f"cannot tell the rows of a batch of type {type(batch).__name__}; the task "
+                    "must define shard() and weight()")
+
+
+def take_rows(batch: Any, rows: np.ndarray, n: int) -> Any:
+    """``batch`` at ``rows``: an array, or every array of a tuple whose first axis has the ``n``
+    rows of the batch (anything else in the tuple - a step number, None - is kept as it is)."""
+    if isinstance(batch, np.ndarray):
+        return batch[rows]
+    return type(batch)(item[rows] if isinstance(item, np.ndarray) and item.ndim and len(item) == n
+                       else item for item in batch)
+
+
+def _hash_arrays(h, value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        h.update(f"{value.dtype}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _hash_arrays(h, item)
+    else:
+        h.update(repr(value).encode())

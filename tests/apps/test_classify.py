@@ -151,14 +151,41 @@ def test_balanced_task_weights_its_loss_and_picks_by_balanced_accuracy(tmp_path,
     assert task.metric == "balanced_accuracy" and task.higher_is_better
     assert np.bincount(task.val_y).tolist() == [8, 2]  # stratified: 25% of each class
     np.testing.assert_allclose(task.weights, [30 / (2 * 24), 30 / (2 * 6)], rtol=1e-6)
-    x, lengths, y = task.batch(0)[0]
+    members, totals = task.batch(0)
+    x, lengths, y = members[0]
+    assert totals[0] == pytest.approx(task.weights[y].sum())
+    task.model.eval()  # no dropout: the same logits twice
     logits = task.model.members[0].forward(x, lengths).astype(np.float64)
     task.model.zero_grad()
     per = np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(y)), y]
     w = task.weights[y]
     want = (w * per).sum() / w.sum()
-    got = task.ce.forward(logits.astype(np.float32), y, w)
-    assert got == pytest.approx(want, rel=1e-5)
+    one = ClassifyTask(ClassifySettings(**{**TINY, "balance": True, "val_fraction": 0.25,
+                                           "ensemble": 1}), path)
+    one.model.eval()
+    assert one.loss(one.batch(0)) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_shards_add_up_to_the_whole_batch(tmp_path, rng, balance):
+    """Data parallelism: the shards' losses and gradients sum to the whole batch's."""
+    series, labels = separable(rng, 37)
+    path = tmp_path / "d.ts"
+    path.write_text(format_ts(series, labels, "sh"))
+    s = ClassifySettings(**{**TINY, "dtype": "float64", "dropout": 0.0, "balance": balance,
+                            "batch": 16})
+    task = ClassifyTask(s, path)
+    batch = task.batch(2)  # an epoch's last, smaller batch for some member
+    whole = task.loss(batch)
+    want = {n: g.copy() for n, _, g in task.model.named_parameters()}
+    task.model.zero_grad()
+    K = 3
+    parts = [task.shard(batch, r, K) for r in range(K)]
+    assert all(task.weight(p) == 1.0 for p in parts) and task.weight(batch) == 1.0
+    total = sum(task.loss(p) for p in parts)
+    assert total == pytest.approx(whole, rel=1e-12)
+    for n, _, g in task.model.named_parameters():
+        np.testing.assert_allclose(g, want[n], rtol=1e-10, atol=1e-14, err_msg=n)
 
 
 def run_cli(capsys, *argv):

@@ -66,11 +66,35 @@ def test_network_starts_as_the_linear_forecast(rng):
 
 
 def test_ridge_recovers_a_linear_rule_exactly():
-    # y[t + h] = 2 y[t - 1] - y[t - 2] (a straight line) is linear in the context: the fit is exact
+    # y[t + h] = 2 y[t - 1] - y[t - 2] (a straight line) is linear in the context: with a
+    # vanishing penalty the fit is exact, on the training windows and on unseen ones
     data = one_series(3.0 + 0.7 * np.arange(60), Frequency("step", 1), 0)
     train, val, _ = training_windows(data, context=4, horizon=3, dtype=np.float64)
-    W, b, var, _ = fit_linear(train, val, context=4, season=1)
-    np.testing.assert_allclose(val.extra @ W.T + b, val.target, atol=1e-2)
+    W, b, var, _ = fit_linear(train, None, context=4, season=1, choice=("naive", 1e-12))
+    np.testing.assert_allclose(train.extra @ W.T + b, train.target, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(val.extra @ W.T + b, val.target, rtol=0, atol=1e-8)
+    assert var.max() < 1e-16
+
+
+@pytest.mark.parametrize("prior", ["naive", "mean"])
+def test_ridge_solves_its_penalised_normal_equations(prior):
+    """W, b minimise |[X 1] [W b]^T - Y|^2 + lam n |[W b] - [P 0]|^2, P the prior's weights
+    (naive: 0; mean: 1 / context on the context columns), written out with np.linalg.solve."""
+    rng = np.random.default_rng(3)
+    data = one_series(np.cumsum(rng.standard_normal(80)), Frequency("step", 1), 0)
+    train, _, _ = training_windows(data, context=5, horizon=2, dtype=np.float64)
+    lam = 0.1
+    W, b, _, chosen = fit_linear(train, None, context=5, season=1, choice=(prior, lam))
+    assert chosen == (prior, lam)
+    X, Y = train.extra, train.target
+    n, E = X.shape
+    P = np.zeros((2, E))
+    if prior == "mean":
+        P[:, :5] = 1 / 5
+    X1 = np.concatenate([X, np.ones((n, 1))], axis=1)
+    W1 = np.linalg.solve(X1.T @ X1 + lam * n * np.eye(E + 1), X1.T @ (Y - X @ P.T)).T  # (2, E + 1)
+    np.testing.assert_allclose(W, W1[:, :E] + P, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b, W1[:, E], rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- learning

@@ -8,6 +8,7 @@ import pytest
 
 from rnnkit.apps.seq2seq.data import (TokenVocab, make_dates, make_numbers, pad_batch, read_pairs,
                                       read_trans_de_en, tokenize, write_pairs)
+from rnnkit.apps.seq2seq.metrics import corpus_bleu
 from rnnkit.apps.seq2seq.model import BOS, EOS, PAD
 from rnnkit.cli import main
 
@@ -100,7 +101,19 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["translate", "eval", "--model", str(model), "--pairs", str(data), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"bleu", "exact_match", "token_accuracy", "pairs"}
-    assert result["pairs"] == 200 and 0 <= result["exact_match"] <= 1 and 0 <= result["bleu"] <= 100
+    # the same scores from `translate run`'s outputs, counted here (BLEU by the function that the
+    # BLEU paper's examples check in test_seq2seq.py)
+    pairs = read_pairs(data)
+    assert main(["translate", "run", "--model", str(model), *[src for src, _ in pairs]]) == 0
+    outs = capsys.readouterr().out.splitlines()
+    assert len(outs) == 200
+    refs = [ref for _, ref in pairs]
+    hits = sum(sum(a == b for a, b in zip(tokenize(o, "word"), tokenize(r, "word"))) for o, r in zip(outs, refs))
+    total = sum(max(len(tokenize(o, "word")), len(tokenize(r, "word"))) for o, r in zip(outs, refs))
+    assert result["pairs"] == 200
+    assert result["exact_match"] == sum(o.strip() == r.strip() for o, r in zip(outs, refs)) / 200
+    assert result["token_accuracy"] == pytest.approx(hits / total, rel=1e-12) and hits > 0
+    assert result["bleu"] == pytest.approx(corpus_bleu(outs, refs)["bleu"], rel=1e-12)
     # a second train into the same directory refuses; a bad file is one error line, exit 1
     assert main(["translate", "train", "--pairs", str(data), "--out", str(model), "--steps", "1"]) == 1
     bad = tmp_path / "bad.tsv"

@@ -26,6 +26,13 @@ def assert_close(name, ours, ref, rtol):
                              f"ours {ours.flat[j]!r} vs torch {ref.flat[j]!r}")
 
 
+def flat_arrays(out):
+    """The arrays of a result, nested tuples and lists flattened (a state (h, c), a pair (y, state))."""
+    if isinstance(out, (tuple, list)):
+        return [a for item in out for a in flat_arrays(item)]
+    return [np.asarray(out)]
+
+
 def make_layer(kind, I, H, L, bi, dtype, rng, **kw):
     layer = CLASSES[kind](I, H, num_layers=L, bidirectional=bi, dtype=dtype, rng=rng, **kw)
     # randomise every parameter, biases included, with a wider range than the default init
@@ -111,3 +118,19 @@ def compare_with_torch(layer, N, T, rng, lengths=None, with_state=True, rtol=1e-
     for k, (ours, ref) in enumerate(zip(final_inf if is_lstm else (final_inf,), ft)):
         assert_close(f"final state {k} (no_grad)", ours, t(ref), rtol)
     return y, final
+
+
+def ctc_case(rng, N, T, C, S, blank, repeats=False, impossible=False):
+    """Random CTC logits (N, T, C), padded targets (N, max(S, 1)) and their lengths."""
+    logits = rng.standard_normal((N, T, C)) * 2
+    il = rng.integers(max(T // 2, 1), T + 1, N)
+    il[0] = T
+    labels = [c for c in range(C) if c != blank]
+    tl = rng.integers(0, S + 1, N)
+    tl[-1] = S
+    targets = rng.choice(labels, (N, max(S, 1)))
+    if repeats:  # runs of the same label need a blank between them
+        targets[:, 1::2] = targets[:, ::2][:, : targets[:, 1::2].shape[1]]
+    if impossible:
+        tl[0], il[0] = S, max(S - 1, 0)
+    return logits, targets, il, tl

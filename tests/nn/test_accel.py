@@ -89,15 +89,22 @@ def test_layer_forward_backward_identical_with_and_without_kernels(both_paths, k
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_lstm_cell_identical_with_and_without_kernels(both_paths, dtype):
+@pytest.mark.parametrize("make", [
+    lambda dtype, rng: rnnkit.RNNCell(4, 6, nonlinearity="relu", dtype=dtype, rng=rng),
+    lambda dtype, rng: rnnkit.LSTMCell(4, 6, dtype=dtype, rng=rng),
+    lambda dtype, rng: rnnkit.GRUCell(4, 6, dtype=dtype, rng=rng),
+    lambda dtype, rng: rnnkit.GRUCell(4, 6, reset_after=False, dtype=dtype, rng=rng),
+], ids=["rnn-relu", "lstm", "gru", "gru-reset-before"])
+def test_cells_identical_with_and_without_kernels(both_paths, make, dtype):
     rng = np.random.default_rng(1)
-    cell = rnnkit.LSTMCell(4, 6, dtype=dtype, rng=rng)
+    cell = make(dtype, rng)
     x, h, c, dh, dc = (rng.standard_normal((3, k)).astype(dtype) for k in (4, 6, 6, 6, 6))
+    lstm = isinstance(cell, rnnkit.LSTMCell)
 
     def run():
         cell.zero_grad()
-        out = cell.forward(x, (h, c))
-        back = cell.backward(dh, dc)
+        out = cell.forward(x, (h, c) if lstm else h)
+        back = cell.backward(dh, dc) if lstm else cell.backward(dh)
         return out, back, {k: g.copy() for k, g in cell.grads.items()}
 
     ref, fast = both_paths(run)
@@ -168,12 +175,21 @@ def test_hidden_major_kernels_equal_reference(dtype, n):
     for f in (cells.gru_pointwise_hm, k.gru_pointwise_hm):
         a, b, h = gi.copy(), gh.copy(), np.zeros((H, N), dtype)
         f(a[:, :n], b[:, :n], h_prev[:, :n], h[:, :n])
-        outs.append((a, h))
+        outs.append((a, b, h))
     assert_same(outs[0], outs[1], "gru_pointwise_hm")
+    np.testing.assert_array_equal(outs[0][1], gh)  # gh is left as it was: backward reads gh_n
+    # batch-major: the training driver's and GRUCell's layout, on the first n rows
+    bm = []
+    for f in (cells.gru_pointwise, k.gru_pointwise):
+        a, b, h = gi.T.copy(), gh.T.copy(), np.zeros((N, H), dtype)
+        f(a[:n], b[:n], h_prev.T[:n], h[:n])
+        bm.append((a, h))
+    assert_same(bm[0], bm[1], "gru_pointwise")
+    assert_same(bm[0], tuple(o.T for o in (outs[0][0], outs[0][2])), "gru_pointwise vs _hm")
     # and the arithmetic itself, written out once more from the GRU equations
     s = 1 / (1 + np.exp(-2 * (gi[: 2 * H] + gh[: 2 * H])))  # the r, z rows hold a / 2
     nn = np.tanh(gi[2 * H :] + s[:H] * gh[2 * H :])
-    np.testing.assert_allclose(outs[0][1][:, :n], ((h_prev - nn) * s[H:] + nn)[:, :n],
+    np.testing.assert_allclose(outs[0][2][:, :n], ((h_prev - nn) * s[H:] + nn)[:, :n],
                                rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
     lstm_in, hw, b1, b2 = r(2, 4 * H), r(2, 4 * H), r(4 * H), r(4 * H)
     scale = cells.gate_scale("lstm", H, dtype)

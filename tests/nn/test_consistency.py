@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rnnkit
-from reference import make_layer
+from reference import flat_arrays, make_layer
 
 CELLS = {"rnn": rnnkit.RNNCell, "lstm": rnnkit.LSTMCell, "gru": rnnkit.GRUCell}
 
@@ -36,23 +36,34 @@ def test_padded_batch_equals_each_sequence_alone(kind):
         np.testing.assert_allclose(g, batch_grads[k], rtol=1e-10, atol=1e-12, err_msg=k)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-def test_layer_equals_manual_loop_of_its_cell(kind):
+CELL_CASES = [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}), ("gru", {}),
+              ("gru", {"reset_after": False})]
+
+
+@pytest.mark.parametrize("kind,options", CELL_CASES, ids=[f"{k}-{o}" for k, o in CELL_CASES])
+def test_layer_equals_manual_loop_of_its_cell(kind, options):
+    """The training driver, the inference driver and the cell called once per step agree."""
     rng = np.random.default_rng(1)
-    layer = make_layer(kind, 4, 6, 1, False, np.float64, rng)
-    cell = CELLS[kind](4, 6, dtype=np.float64, rng=rng)
+    layer = make_layer(kind, 4, 6, 1, False, np.float64, rng, **options)
+    cell = CELLS[kind](4, 6, dtype=np.float64, rng=rng, **options)
     cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
     x = rng.standard_normal((3, 5, 4))
     h = rng.standard_normal((1, 3, 6))
     c = rng.standard_normal((1, 3, 6))
     state = (h, c) if kind == "lstm" else h
     y, final = layer.forward(x, state)
+    with rnnkit.no_grad():
+        y_infer, final_infer = layer.forward(x, state)
     s = (h[0], c[0]) if kind == "lstm" else h[0]
     outs = []
     for t in range(5):  # the cell called once per step, then backward consumes caches LIFO
         s = cell.forward(x[:, t], s)
         outs.append(s[0] if kind == "lstm" else s)
     np.testing.assert_allclose(np.stack(outs, 1), y, rtol=1e-13, atol=1e-14)
+    # inference runs another GEMM layout (other blocking): equal up to rounding
+    np.testing.assert_allclose(y_infer, y, rtol=1e-13, atol=1e-14)
+    for got, want in zip(final_infer if kind == "lstm" else (final_infer,), s if kind == "lstm" else (s,)):
+        np.testing.assert_allclose(got[0], want, rtol=1e-13, atol=1e-14)
     dy = rng.standard_normal(y.shape)
     dx, _ = layer.backward(dy)
     ds = (np.zeros((3, 6)), np.zeros((3, 6))) if kind == "lstm" else np.zeros((3, 6))
@@ -67,6 +78,31 @@ def test_layer_equals_manual_loop_of_its_cell(kind):
     np.testing.assert_allclose(np.stack(dxs[::-1], 1), dx, rtol=1e-12, atol=1e-13)
     for k, g in cell.grads.items():
         np.testing.assert_allclose(g, layer.grads[k + "_l0"], rtol=1e-12, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_functional_forward_and_backward_are_the_modules(kind):
+    """recurrent_forward / recurrent_backward over a plain parameter dict give the module's numbers."""
+    rng = np.random.default_rng(12)
+    layer = make_layer(kind, 3, 4, 2, True, np.float64, rng)
+    x, lengths = rng.standard_normal((3, 5, 3)), np.array([5, 1, 3])
+    y, final = layer.forward(x, lengths=lengths)
+    dy = rng.standard_normal(y.shape)
+    dx, dstate = layer.backward(dy)
+    params = {k: v.copy() for k, v in layer.params.items()}
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    y2, final2, cache = rnnkit.nn.recurrent_forward(kind, x, params, num_layers=2,
+                                                    bidirectional=True, lengths=lengths)
+    dx2, dstate2 = rnnkit.nn.recurrent_backward(dy, None, cache, grads)
+    got, want = flat_arrays((y2, final2, dx2, dstate2)), flat_arrays((y, final, dx, dstate))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    for k, g in grads.items():
+        np.testing.assert_array_equal(g, layer.grads[k], err_msg=k)
+    _, _, none = rnnkit.nn.recurrent_forward(kind, x, params, keep_cache=False, num_layers=2,
+                                             bidirectional=True)
+    assert none is None
 
 
 def test_final_state_is_state_at_last_valid_step():

@@ -37,16 +37,18 @@ def test_torch_default_is_uniform_one_over_sqrt_h():
     assert np.array_equal(w, ref)
 
 
-@pytest.mark.parametrize("shape, gain", [((300, 500), 1.0), ((800, 50), 2.0), ((40, 30, 5), 0.5)])
-def test_xavier_uniform_matches_formula(shape, gain, rng):
+# bound = gain * sqrt(6 / (fan_in + fan_out)) with torch's fans, worked out by hand:
+#   (300, 500), gain 1:   fan_in 500, fan_out 300            -> sqrt(6 / 800)       = 0.0866025
+#   (800, 50), gain 2:    fan_in 50, fan_out 800             -> 2 sqrt(6 / 850)     = 0.1680336
+#   (40, 30, 5), gain .5: fan_in 30*5 = 150, fan_out 40*5 = 200 -> 0.5 sqrt(6 / 350) = 0.0654654
+@pytest.mark.parametrize("shape, gain, bound", [((300, 500), 1.0, 0.0866025),
+                                                ((800, 50), 2.0, 0.1680336),
+                                                ((40, 30, 5), 0.5, 0.0654654)])
+def test_xavier_uniform_bound_and_variance(shape, gain, bound, rng):
     w = init.xavier_uniform(shape, rng, np.float64, gain=gain)
-    receptive = math.prod(shape[2:])
-    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
-    bound = gain * math.sqrt(6 / (fan_in + fan_out))
     assert w.shape == shape
-    check_uniform_moments(w, bound)
-    # Var = gain^2 * 2 / (fan_in + fan_out), the Glorot formula
-    assert math.isclose(bound ** 2 / 3, gain ** 2 * 2 / (fan_in + fan_out), rel_tol=1e-12)
+    check_uniform_moments(w, bound * (1 + 1e-6))  # the literal is rounded to 7 digits
+    assert np.max(np.abs(w)) > 0.99 * bound
 
 
 @pytest.mark.parametrize("shape", [(300, 200), (200, 100, 5)], ids=["2d", "3d"])

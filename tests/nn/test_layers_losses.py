@@ -1,4 +1,5 @@
-"""Linear, Embedding, Dropout, Sequential and the losses against torch (values and gradients)."""
+"""Linear, Embedding and the losses against torch, values and gradients (the torch-free layer
+tests are in test_layers.py)."""
 import numpy as np
 import pytest
 
@@ -44,44 +45,6 @@ def test_embedding_padding_row_matches_torch():
     te(torch.tensor(ids)).backward(torch.tensor(dy))
     assert_close("y", y, emb.params["weight"][ids], 0)
     assert_close("dW", emb.grads["weight"], te.weight.grad.numpy(), 1e-14)
-
-
-def test_dropout_scales_and_backpropagates_through_the_mask():
-    drop = rnnkit.Dropout(0.25, rng=np.random.default_rng(2))
-    x = np.ones((200, 50))
-    y = drop.forward(x)
-    kept = y != 0
-    np.testing.assert_allclose(y[kept], 1 / 0.75)
-    assert abs(kept.mean() - 0.75) < 0.01
-    np.testing.assert_array_equal(drop.backward(np.full_like(x, 2.0)), 2.0 * y)
-    drop.eval()
-    assert drop.forward(x) is x
-
-
-def test_sequential_chain_matches_manual_composition():
-    rng = np.random.default_rng(3)
-    emb = rnnkit.Embedding(7, 4, dtype=np.float64, rng=rng)
-    lstm = rnnkit.LSTM(4, 5, dtype=np.float64, rng=rng)
-    lin = rnnkit.Linear(5, 7, dtype=np.float64, rng=rng)
-    model = rnnkit.Sequential(emb, lstm, lin)
-    names = [n for n, _, _ in model.named_parameters()]
-    assert names[0] == "layers.0.weight" and "layers.1.weight_ih_l0" in names
-    ids = rng.integers(0, 7, (2, 6))
-    targets = rng.integers(0, 7, (2, 6))
-    loss_fn = rnnkit.CrossEntropyLoss()
-    loss = loss_fn.forward(model.forward(ids), targets)
-    model.backward(loss_fn.backward())
-    grads = {n: g.copy() for n, _, g in model.named_parameters()}
-    model.zero_grad()
-    # the same thing by hand
-    y, _ = lstm.forward(emb.forward(ids))
-    logits = lin.forward(y)
-    assert loss_fn.forward(logits, targets) == loss
-    dy = lin.backward(loss_fn.backward())
-    dx, _ = lstm.backward(dy)
-    emb.backward(dx)
-    for n, _, g in model.named_parameters():
-        np.testing.assert_array_equal(g, grads[n], err_msg=n)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

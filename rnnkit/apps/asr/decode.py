@@ -90,6 +90,13 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict:
     hypothesis' length as edits (and 0 reference units), so a corpus of empty references with
     empty hypotheses has rates 0.
     """
+    ce, cn, we, wn = error_counts(refs, hyps)
+    return {"cer": ce / cn if cn else float(ce > 0), "wer": we / wn if wn else float(we > 0),
+            "utterances": len(refs)}
+
+
+def error_counts(refs: Sequence[str], hyps: Sequence[str]) -> tuple[int, int, int, int]:
+    """(character edits, reference characters, word edits, reference words) of `error_rates`."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     ce = cn = we = wn = 0
@@ -99,5 +106,4 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict:
         cn += len(r)
         we += edit_distance(r.split(), h.split())
         wn += len(r.split())
-    return {"cer": ce / cn if cn else float(ce > 0), "wer": we / wn if wn else float(we > 0),
-            "utterances": len(refs)}
+    return ce, cn, we, wn

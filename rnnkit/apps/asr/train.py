@@ -9,6 +9,8 @@ model, its alphabet and its feature pipeline for ``transcribe`` and ``eval``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,29 +22,20 @@ from ...data.batching import EpochBatches, pad
 from ...nn import no_grad
 from ...nn.ctc import CTCLoss
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import load_features, read_manifest, transcribe_features
-from .decode import error_rates, greedy_decode, prefix_beam_search
+from .decode import error_counts, error_rates, greedy_decode, prefix_beam_search
 from .model import BLANK, Alphabet, ModelConfig, SpeechModel
 
 
 @dataclass
-class ASRSettings(TrainSettings):
+class ASRSettings(with_defaults(
+        TrainSettings,
+        cell="gru", hidden=128, layers=3, dropout=0.1, batch=32, lr=2e-3, min_lr=1e-4,
+        warmup=100, steps=3000, eval_every=200, clip=5.0, val_fraction=0.05)):
     """Settings of ``rnnkit asr train``; the defaults learn spoken digits in minutes on 2 cores."""
 
-    cell: str = like("cell", "gru")
-    hidden: int = like("hidden", 128)
-    layers: int = like("layers", 3)
-    dropout: float = like("dropout", 0.1)
-    batch: int = like("batch", 32)
-    lr: float = like("lr", 2e-3)
-    min_lr: float = like("min_lr", 1e-4)
-    warmup: int = like("warmup", 100)
-    steps: int = like("steps", 3000)
-    eval_every: int = like("eval_every", 200)
-    clip: float = like("clip", 5.0)
-    val_fraction: float = like("val_fraction", 0.05)
     features: str = field("logmel", "input features", choices=("logmel", "mfcc"))
     n_mels: int = field(40, "mel filters")
     deltas: int = field(0, "orders of delta features appended (0, 1, 2)")
@@ -51,9 +44,7 @@ class ASRSettings(TrainSettings):
 
     def check(self) -> None:
         super().check()
-        for name in ("stack", "skip", "n_mels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        at_least(self, "stack", "skip", "n_mels")
         if self.deltas not in (0, 1, 2):
             raise ValueError(f"--deltas must be 0, 1 or 2, got {self.deltas}")
 
@@ -72,7 +63,7 @@ def decode_all(model: SpeechModel, alphabet: Alphabet, feats: list[np.ndarray], 
     with no_grad():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
-            x, lengths = pad([feats[i] for i in idx])
+            x, lengths = pad([feats[i] for i in idx], dtype=np.dtype(model.cfg.dtype))
             logp = model.log_probs(x, lengths)  # (B, T, C)
             for row, i in enumerate(idx):
                 lp = logp[row, : lengths[row]]
@@ -144,7 +135,8 @@ class ASRTask(Task):
 
     def batch(self, step: int):
         idx = self.batches[step]
-        x, lengths = pad([self.train_feats[i] for i in idx])              # (B, T, F)
+        # (B, T, F) in the model's dtype (the features are float32)
+        x, lengths = pad([self.train_feats[i] for i in idx], dtype=np.dtype(self.s.dtype))
         y, ylen = pad([self.train_targets[i] for i in idx])               # (B, S)
         return x, lengths, y, ylen
 
@@ -155,11 +147,28 @@ class ASRTask(Task):
         self.model.backward(self.ctc.backward())
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        """Greedy CER (and WER) of the validation utterances."""
-        hyps = decode_all(self.model, self.alphabet, self.val_feats)
-        rates = error_rates(self.val_texts, hyps)
-        return {"cer": rates["cer"], "wer": rates["wer"]}
+    def shard(self, batch, rank: int, size: int):
+        """Every size-th utterance from ``rank``, the padding beyond its longest cut."""
+        x, lengths, y, ylen = super().shard(batch, rank, size)
+        if not len(x):
+            return x, lengths, y, ylen
+        return x[:, : max(lengths.max(), 1)], lengths, y[:, : max(ylen.max(), 1)], ylen
+
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Greedy character and word errors of rank's share of the validation utterances."""
+        texts = self.val_texts[rank::size]
+        hyps = decode_all(self.model, self.alphabet, self.val_feats[rank::size]) if texts else []
+        ce, cn, we, wn = error_counts(texts, hyps)
+        return {"cer": (ce, cn), "wer": (we, wn)}
+
+    def data_digest(self) -> str:
+        """The transcripts and the number of frames of every utterance (features are floats
+        that may differ in the last bit between machines)."""
+        h = hashlib.sha256(json.dumps([self.config(), [len(f) for f in self.train_feats],
+                                       [len(f) for f in self.val_feats], self.val_texts]).encode())
+        for t in self.train_targets:
+            h.update(np.asarray(t, np.int64).tobytes() + b";")
+        return h.hexdigest()
 
     def config(self) -> dict:
         return {"model": self.model.cfg.to_json(), "features": self.fcfg.to_json(),

@@ -24,11 +24,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
+from ...nn import Dropout, Embedding, Linear, Module, recurrent_layer
 from ...nn.attention import masked_softmax
 from ...nn.init import torch_default
 
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 POOLS = ("last", "mean", "max", "attention", "concat")
 
 
@@ -168,8 +167,6 @@ class SequenceNet(Module):
     def __init__(self, cfg: NetConfig, rng: np.random.Generator,
                  dropout_rng: np.random.Generator | None = None) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
         self.cfg = cfg
         dtype = np.dtype(cfg.dtype)
         width = cfg.input_size
@@ -181,7 +178,7 @@ class SequenceNet(Module):
             self.embed = Linear(cfg.input_size, cfg.embed, dtype=dtype, rng=rng)
             width = cfg.embed
         D = 2 if cfg.bidirectional else 1
-        self.rnn = CELLS[cfg.cell](width, cfg.hidden, num_layers=cfg.layers,
+        self.rnn = recurrent_layer(cfg.cell, width, cfg.hidden, num_layers=cfg.layers,
                                    bidirectional=cfg.bidirectional, dropout=cfg.dropout,
                                    dtype=dtype, rng=rng)
         self.pool = Pool(cfg.pool, D * cfg.hidden, D, cfg.attn, dtype=dtype, rng=rng)

@@ -22,7 +22,7 @@ from ...data.batching import EpochBatches, pad
 from ...data.text import Vocab
 from ...nn import CrossEntropyLoss, no_grad
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import Dataset, ReadOptions, Scaler, class_list, encode_labels, read_data, \
     stratified_split
@@ -37,20 +37,12 @@ def shown(f, text: str):
 
 
 @dataclass
-class ClassifySettings(TrainSettings):
+class ClassifySettings(with_defaults(
+        TrainSettings,
+        cell="gru", hidden=64, layers=1, dropout=0.1, batch=32, lr=3e-3, min_lr=1e-4,
+        warmup=50, steps=1500, eval_every=100, val_fraction=0.0)):
     """Settings of ``rnnkit classify train``: one set of defaults for every data set."""
 
-    cell: str = like("cell", "gru")
-    hidden: int = like("hidden", 64)
-    layers: int = like("layers", 1)
-    dropout: float = like("dropout", 0.1)
-    batch: int = like("batch", 32)
-    lr: float = like("lr", 3e-3)
-    min_lr: float = like("min_lr", 1e-4)
-    warmup: int = like("warmup", 50)
-    steps: int = like("steps", 1500)
-    eval_every: int = like("eval_every", 100)
-    val_fraction: float = like("val_fraction", 0.0)
     ensemble: int = field(5, "networks trained side by side from different seeds and batch "
                              "orders; their probabilities are averaged")
     bidirectional: bool = field(True, "run the recurrent layers in both directions")
@@ -76,13 +68,8 @@ class ClassifySettings(TrainSettings):
 
     def check(self) -> None:
         super().check()
-        if self.ensemble < 1:
-            raise ValueError(f"--ensemble must be >= 1, got {self.ensemble}")
-        for name in ("embed", "stack", "vocab_size"):
-            v = getattr(self, name)
-            if v is not None and v < (1 if name == "stack" else 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be >= "
-                                 f"{1 if name == 'stack' else 0}, got {v}")
+        at_least(self, "ensemble", "stack")
+        at_least(self, "embed", "vocab_size", low=0)
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(self.id_col, self.time_col, self.label_col, self.features, self.fill)
@@ -239,7 +226,7 @@ class ClassifyTask(Task):
                         for k in range(s.ensemble)]
         w = class_weights(self.train_y, len(self.classes))
         self.weights = w.astype(dtype) if s.balance else None
-        self.ce = CrossEntropyLoss()
+        self.ce = CrossEntropyLoss(reduction="sum")
 
     def describe(self) -> str:
         s, inp = self.s, self.inputs
@@ -252,23 +239,41 @@ class ClassifyTask(Task):
                 f"{' bidirectional' if s.bidirectional else ''}, {s.pool} pooling")
 
     def batch(self, step: int):
-        """One batch per member: [(x, lengths, y), ...]."""
-        out = []
+        """(members, totals): one batch (x, lengths, y) per member, and each member's total loss
+        weight over its whole batch (its rows, or the sum of their class weights)."""
+        members, totals = [], []
         for b in self.batches:
             idx = b[step]
             x, lengths = pad([self.train_x[i] for i in idx])
-            out.append((x, lengths, self.train_y[idx]))
-        return out
+            y = self.train_y[idx]
+            members.append((x, lengths, y))
+            totals.append(len(y) if self.weights is None else float(self.weights[y].sum()))
+        return members, np.array(totals, np.float64)
+
+    def shard(self, batch, rank: int, size: int):
+        """Rows rank, rank + size, ... of every member's batch (data parallelism); the totals
+        stay those of the whole batch, so a shard's loss is its part of the whole mean."""
+        members, totals = batch
+        return [tuple(a[rank::size] for a in m) for m in members], totals
+
+    def weight(self, batch) -> float:
+        """1 for a batch or shard with rows (its loss is already its part of the whole batch's
+        mean: the ranks' losses and gradients simply add up), 0 for an empty shard."""
+        return float(any(len(m[2]) for m in batch[0]))
 
     def loss(self, batch) -> float:
-        """Each member learns from its own batch as if alone; returns the members' mean loss."""
+        """Each member learns from its own batch as if alone (the gradient of its mean
+        cross-entropy over its whole batch); returns the members' mean loss."""
+        members, totals = batch
         total = 0.0
-        for net, (x, lengths, y) in zip(self.model.members, batch):
+        for net, (x, lengths, y), t in zip(self.model.members, members, totals):
+            if len(y) == 0:
+                continue
             logits = net.forward(x, lengths)
             mask = None if self.weights is None else self.weights[y]
-            total += float(self.ce.forward(logits, y, mask))
-            net.backward(self.ce.backward())
-        return total / len(batch)
+            total += float(self.ce.forward(logits, y, mask)) / t
+            net.backward(self.ce.backward(1.0 / t))
+        return total / len(members)
 
     def evaluate(self) -> dict[str, float]:
         if not self.val_x:

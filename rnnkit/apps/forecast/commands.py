@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ...data.series import FILL_METHODS, SeriesSet, read_series_csv
-from ...train.cli import add_train_options, parse_settings
-from ...train.engine import resume_settings
+from ...train.cli import add_train_options, start_run
 from ...train.files import check_file_output
+from ...train.mpi import world
 from ...train.progress import plot_curves
 from ...train.settings import add_options, check_max_time, from_options
 from .backtest import backtest, format_table
@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _log(args):
-    if getattr(args, "quiet", False):
+    if getattr(args, "quiet", False) or not world().root:  # under MPI rank 0 alone prints
         return None
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 
@@ -137,6 +137,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             f"{settings.horizon}")
     summary, forecasts = backtest(data, settings, folds=args.folds, max_time=args.max_time,
                                   log=log)
+    if not world().root:
+        return 0
     if args.json:
         print(json.dumps(summary))
     else:
@@ -154,17 +156,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    given, explicit = parse_settings(args, ForecastSettings)
-    settings, ckpt = resume_settings(args.out, "forecast", given, explicit, args.resume,
-                                     args.overwrite)
+    group, settings, explicit, ckpt = start_run(args, ForecastSettings, "forecast")
     out = Path(args.out)
-    data = _read(args)
-    options = {"target": args.target, "time_col": data.time_col, "id_col": args.id_col,
-               "covariates": list(data.covariates), "fill": args.fill}
-    if ckpt is not None:
-        if ckpt[0].get("fingerprint") != fingerprint(data) or ckpt[0].get("data") != options:
+
+    def read():
+        data = _read(args)
+        options = {"target": args.target, "time_col": data.time_col, "id_col": args.id_col,
+                   "covariates": list(data.covariates), "fill": args.fill}
+        if ckpt is not None and (ckpt[0].get("fingerprint") != fingerprint(data)
+                                 or ckpt[0].get("data") != options):
             raise ValueError("--resume: the data (or its options) differ from the run's")
-    else:
+        return data, options
+    data, options = group.together(read)  # every rank reads the CSV itself
+    if ckpt is None and group.root:  # under MPI rank 0 alone writes the run folder
         out.mkdir(parents=True, exist_ok=True)
         save_plan(out, settings, options, data)
     log = _log(args)
@@ -172,6 +176,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}")
     model = Forecaster(settings, data.freq, len(data.covariates))
     info = model.fit(data, out=out, max_time=args.max_time, budget="steps" not in explicit, log=log)
+    if not group.root:
+        return 130 if info["stopped"] == "interrupted" else 0
+    if not info.get("validation_windows", 1):
+        print("rnnkit forecast train: warning: the series are too short to spare validation "
+              "windows; the model is the ridge forecast shrunk towards the (seasonal) naive one",
+              file=sys.stderr)
     if info["stopped"]:
         print(f"rnnkit forecast train: {info['stopped']} after {info['seconds']:.1f}s; "
               f"--resume continues the run in {out}", file=sys.stderr)

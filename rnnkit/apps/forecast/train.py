@@ -39,7 +39,8 @@ from ...data.series import Frequency, SeriesSet, denormalize
 from ...nn import GaussianNLLLoss, no_grad
 from ...train.checkpoint import load_checkpoint, save_checkpoint
 from ...train.engine import fit
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.mpi import world
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import ForecastNet, NetConfig
 from .windows import Windows, WindowInputs, assemble, training_windows, window_inputs
@@ -50,22 +51,14 @@ MAX_PASS = 50     # default --eval-every: one pass over the windows, at most thi
 
 
 @dataclass
-class ForecastSettings(TrainSettings):
+class ForecastSettings(with_defaults(
+        TrainSettings,
+        shown={"steps": f"{EPOCHS} passes over the training windows",
+               "eval_every": f"one pass over the training windows, at most {MAX_PASS} steps"},
+        cell="lstm", hidden=32, layers=1, dropout=0.0, batch=32, lr=1e-3, min_lr=1e-3,
+        warmup=0, steps=None, eval_every=None, clip=1.0, val_fraction=0.2)):
     """Model and training settings; the defaults suit short business and science series."""
 
-    cell: str = like("cell", "lstm")
-    hidden: int = like("hidden", 32)
-    layers: int = like("layers", 1)
-    dropout: float = like("dropout", 0.0)
-    batch: int = like("batch", 32)
-    lr: float = like("lr", 1e-3)
-    min_lr: float = like("min_lr", 1e-3)
-    warmup: int = like("warmup", 0)
-    steps: int | None = like("steps", None, shown=f"{EPOCHS} passes over the training windows")
-    eval_every: int | None = like("eval_every", None, shown=f"one pass over the training windows, "
-                                                           f"at most {MAX_PASS} steps")
-    clip: float = like("clip", 1.0)
-    val_fraction: float = like("val_fraction", 0.2)
     horizon: int | None = field(None, "steps to forecast (required)")
     season: int | None = field(None, "seasonal period m (default: 12 monthly, 4 quarterly, 52 weekly, "
                                      "7 daily, 24 hourly, else 1)")
@@ -84,12 +77,10 @@ class ForecastSettings(TrainSettings):
         super().check()
         if self.horizon is None or self.horizon < 1:
             raise ValueError(f"--horizon must be >= 1, got {self.horizon}")
-        for name in ("ensemble", "season", "context"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-        if self.patience < 1:
-            raise ValueError(f"--patience must be >= 1, got {self.patience}")
+        at_least(self, "ensemble", "season", "context", "patience")
+        if self.val_fraction <= 0:
+            raise ValueError(f"--val-fraction {self.val_fraction} leaves no validation windows; the "
+                             "forecaster needs them to choose how long to train (e.g. 0.2)")
 
 
 def resolve(s: ForecastSettings, freq: Frequency) -> tuple[int, int]:
@@ -220,8 +211,8 @@ class NetTask(Task):
     loss_name = "Gaussian NLL"
 
     def __init__(self, cfg: NetConfig, s: ForecastSettings, train: Windows, val: Windows | None,
-                 member: int, linear=None) -> None:
-        self.s, self.train_w, self.val = s, train, val
+                 member: int, linear=None, data: str = "") -> None:
+        self.s, self.train_w, self.val, self.data = s, train, val, data
         self.model = ForecastNet(cfg, np.random.default_rng([s.seed, member]))
         self.linear = linear is not None  # the network starts as the ridge forecast
         if self.linear:
@@ -244,8 +235,20 @@ class NetTask(Task):
         net.backward(dmean, dvar)
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        return {} if self.val is None else {"mae": _val_error(self.model, self.val)}
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Absolute errors of the scaled forecasts of rank's share of the validation windows."""
+        if self.val is None:
+            return {}
+        val = self.val.take(np.arange(rank, len(self.val), size))
+        if not len(val):
+            return {"mae": (0.0, 0.0)}
+        mean, _ = _predict_z(self.model, val)
+        return {"mae": (float(np.sum(np.abs(mean - val.target))), float(val.target.size))}
+
+    def data_digest(self) -> str:
+        """The series' fingerprint (``data``, from the values read) and the windows' sizes."""
+        sizes = [len(self.train_w), 0 if self.val is None else len(self.val), self.train_w.x.shape]
+        return hashlib.sha256(f"{self.data} {sizes}".encode()).hexdigest()
 
     def rngs(self) -> dict[str, np.random.Generator]:
         return {"dropout": self.model.rnn.rng}
@@ -302,6 +305,7 @@ class Forecaster:
         train, val, full = training_windows(data, N, H, np.dtype(s.dtype), s.val_fraction)
         cfg = self.net_config()
         start = time.monotonic()
+        digest, group = fingerprint(data), world()
         lin = lin_full = None
         if val is None:
             # too little data to validate anything: the ridge forecast shrunk firmly towards the
@@ -322,7 +326,8 @@ class Forecaster:
             if settings.steps < 1:  # nothing to train: the linear start is the model
                 return None
             folder = None if out is None else Path(out) / "runs" / name
-            has = folder is not None and (folder / "meta.json").exists()
+            # under MPI rank 0 alone reads the run folder (fit gives its checkpoint to every rank)
+            has = folder is not None and group.root and (folder / "meta.json").exists()
             share = deadline.share(runs_left) if budget else deadline.left()
             summary = fit(task, settings, folder, checkpoint=load_checkpoint(folder) if has else None,
                           max_time=share, fit_to_time=budget and share is not None,
@@ -331,14 +336,15 @@ class Forecaster:
             runs_left -= 1
             if summary["stopped"] == "interrupted" or (summary["stopped"] == "max-time" and not budget):
                 stopped = summary["stopped"]
-            task.model.load_state_dict(summary["run"].best_params)
+            if task.val is not None:  # early stopping: the best step's parameters
+                task.model.load_state_dict(summary["run"].best_params)
             return summary
 
         passes = None
         if select:
             # one early-stopped run picks the number of passes; every member then trains on all
             sel = schedule_for(s, len(train))
-            task = NetTask(cfg, sel, train, val, 0, lin)
+            task = NetTask(cfg, sel, train, val, 0, lin, digest)
             summary = run("select", task, sel, s.patience) if s.recurrent else None
             if stopped:
                 return self._stopped(stopped, start)
@@ -351,7 +357,7 @@ class Forecaster:
                 member = schedule_for(s, len(train))
                 if not s.recurrent:
                     member = dataclasses.replace(member, steps=0)
-                task = NetTask(cfg, member, train, val, k, lin)
+                task = NetTask(cfg, member, train, val, k, lin, digest)
                 summary = run(f"member{k}", task, member, s.patience)
                 if k == 1:
                     history = summary["run"].history if summary else {}
@@ -362,7 +368,7 @@ class Forecaster:
                     member = dataclasses.replace(member, steps=round(passes * member.eval_every))
                 elif not s.recurrent or (val is None and s.linear_init):
                     member = dataclasses.replace(member, steps=0)  # the ridge forecast alone
-                task = NetTask(cfg, member, full, None, k, lin_full)
+                task = NetTask(cfg, member, full, None, k, lin_full, digest)
                 run(f"member{k}", task, member)
             if stopped:
                 return self._stopped(stopped, start)

@@ -5,9 +5,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, log_softmax
+from ...nn import Dropout, Embedding, Linear, Module, log_softmax, recurrent_layer
 
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 @dataclass
@@ -36,13 +35,11 @@ class LanguageModel(Module):
     def __init__(self, cfg: ModelConfig, rng: np.random.Generator,
                  dropout_rng: np.random.Generator | None = None) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
         self.cfg = cfg
         dtype = np.dtype(cfg.dtype)
         self.rng = dropout_rng if dropout_rng is not None else np.random.default_rng()
         self.embed = Embedding(cfg.vocab_size, cfg.embed, dtype=dtype, rng=rng)
-        self.rnn = CELLS[cfg.cell](cfg.embed, cfg.hidden, num_layers=cfg.layers,
+        self.rnn = recurrent_layer(cfg.cell, cfg.embed, cfg.hidden, num_layers=cfg.layers,
                                    dropout=cfg.dropout, dtype=dtype, rng=rng)
         self.drop = Dropout(cfg.dropout)
         self.head = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, rng=rng)
@@ -82,18 +79,23 @@ def state_from_arrays(arrays: dict[str, np.ndarray]):
     return (arrays["h"], arrays["c"]) if "c" in arrays else arrays["h"]
 
 
-def stream_nll(model: LanguageModel, ids: np.ndarray, seq_len: int, streams: int) -> tuple[float, int]:
+def stream_nll(model: LanguageModel, ids: np.ndarray, seq_len: int, streams: int,
+               rank: int = 0, size: int = 1) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of predicting ids[1:] from what precedes them.
 
     The text is cut into ``streams`` contiguous parts run side by side, each with its state
     carried from window to window (``streams=1``: one state carried through the whole text).
     Returns (total nats, number of predicted tokens).  Run under ``no_grad()`` in eval mode.
+    ``rank`` of ``size``: only the streams rank, rank + size, ... (the totals of every rank's
+    share add up to the whole; the last stream's rank also scores the tail).
     """
     ids = np.asarray(ids, np.int64)
     streams = max(1, min(streams, (len(ids) - 1) // max(seq_len, 1) or 1))
     L = (len(ids) - 1) // streams  # predictions per stream
     total, count, state = 0.0, 0, None
-    starts = np.arange(streams) * L
+    starts = np.arange(streams)[rank::size] * L
+    if not len(starts):
+        return total, count
     for t0 in range(0, L, seq_len):
         t1 = min(t0 + seq_len, L)
         rows = starts[:, None] + np.arange(t0, t1)[None, :]  # (B, t) positions, no loop over streams
@@ -104,8 +106,8 @@ def stream_nll(model: LanguageModel, ids: np.ndarray, seq_len: int, streams: int
         count += y.size
     # the tail that does not divide evenly: one more short stream carried from the last one
     tail_start = streams * L
-    if tail_start < len(ids) - 1:
-        last_state = _row(state, streams - 1) if streams > 1 else state
+    if tail_start < len(ids) - 1 and (streams - 1) % size == rank:
+        last_state = _row(state, len(starts) - 1) if len(starts) > 1 else state
         tail = ids[tail_start:]
         x, y = tail[None, :-1], tail[None, 1:]
         # the last stream ended at tail_start, so its state is the right context for the tail

@@ -17,27 +17,18 @@ import numpy as np
 from ...data.text import StreamBatcher, Vocab, default_corpus_path, read_text
 from ...nn import CrossEntropyLoss, no_grad
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import LanguageModel, ModelConfig, state_arrays, state_from_arrays, stream_nll
 
 
 @dataclass
-class LMSettings(TrainSettings):
+class LMSettings(with_defaults(
+        TrainSettings,
+        cell="lstm", hidden=256, layers=2, dropout=0.1, batch=32, lr=3e-3, min_lr=3e-4,
+        warmup=100, steps=2000, eval_every=250, clip=5.0, val_fraction=0.05)):
     """Settings of ``rnnkit lm train``; the defaults learn best in a few minutes on 2 CPU cores."""
 
-    cell: str = like("cell", "lstm")
-    hidden: int = like("hidden", 256)
-    layers: int = like("layers", 2)
-    dropout: float = like("dropout", 0.1)
-    batch: int = like("batch", 32)
-    lr: float = like("lr", 3e-3)
-    min_lr: float = like("min_lr", 3e-4)
-    warmup: int = like("warmup", 100)
-    steps: int = like("steps", 2000)
-    eval_every: int = like("eval_every", 250)
-    clip: float = like("clip", 5.0)
-    val_fraction: float = like("val_fraction", 0.05)
     embed: int = field(64, "embedding size")
     tokens: str = field("char", "token unit", choices=("char", "word"))
     vocab_size: int = field(10000, "largest word vocabulary (word tokens only), <unk> included")
@@ -45,9 +36,7 @@ class LMSettings(TrainSettings):
 
     def check(self) -> None:
         super().check()
-        for name in ("embed", "vocab_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        at_least(self, "embed", "vocab_size", "seq_len")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed,
@@ -85,6 +74,7 @@ class LMTask(Task):
     """Next-token prediction over ``batch`` parallel streams, state carried between windows."""
 
     app = "lm"
+    state_rows = 1  # the carried state (L, N, H) has one row per stream
 
     def __init__(self, s: LMSettings, texts: list[str] | None = None, checkpoint=None) -> None:
         if checkpoint is not None and texts is None:
@@ -129,12 +119,14 @@ class LMTask(Task):
         self.model.backward(self.loss_fn.backward())
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        """Mean nats per token over the validation text (``batch`` streams, state carried)."""
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Nats and tokens over the validation text (``batch`` streams, state carried; under MPI
+        each rank scores its share of the streams)."""
         self.model.eval()
         with no_grad():
-            total, count = stream_nll(self.model, self.val_ids, self.s.seq_len, self.s.batch)
-        return {"loss": total / count}
+            total, count = stream_nll(self.model, self.val_ids, self.s.seq_len, self.s.batch,
+                                      rank, size)
+        return {"loss": (total, count)}
 
     def config(self) -> dict:
         return {"model": self.model.cfg.to_json(), "vocab": self.vocab.to_json(),

@@ -17,7 +17,7 @@ import numpy as np
 from ...data.batching import EpochBatches
 from ...nn import CrossEntropyLoss, no_grad
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, like
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import TokenVocab, pad_batch
 from .decode import translate
@@ -26,21 +26,12 @@ from .model import PAD, ModelConfig, Seq2Seq
 
 
 @dataclass
-class TranslateSettings(TrainSettings):
+class TranslateSettings(with_defaults(
+        TrainSettings,
+        cell="gru", hidden=128, layers=1, dropout=0.0, batch=64, lr=3e-3, min_lr=1e-4,
+        warmup=100, steps=3000, eval_every=250, clip=5.0, val_fraction=0.05)):
     """Settings of ``rnnkit translate train``; the defaults suit short strings on 2 CPU cores."""
 
-    cell: str = like("cell", "gru")
-    hidden: int = like("hidden", 128)
-    layers: int = like("layers", 1)
-    dropout: float = like("dropout", 0.0)
-    batch: int = like("batch", 64)
-    lr: float = like("lr", 3e-3)
-    min_lr: float = like("min_lr", 1e-4)
-    warmup: int = like("warmup", 100)
-    steps: int = like("steps", 3000)
-    eval_every: int = like("eval_every", 250)
-    clip: float = like("clip", 5.0)
-    val_fraction: float = like("val_fraction", 0.05)
     embed: int = field(32, "token embedding size")
     bidirectional: bool = field(True, "bidirectional encoder")
     attention: str = field("bahdanau", "attention", choices=("bahdanau", "luong", "none"))
@@ -53,9 +44,7 @@ class TranslateSettings(TrainSettings):
 
     def check(self) -> None:
         super().check()
-        for name in ("embed", "vocab_size", "max_val"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        at_least(self, "embed", "vocab_size", "max_val")
         if not 0.0 <= self.teacher_forcing <= 1.0:
             raise ValueError(f"--teacher-forcing must be in [0, 1], got {self.teacher_forcing}")
 
@@ -142,23 +131,39 @@ class TranslateTask(Task):
         self.model.backward(self.loss_fn.backward())
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        """Mean nats per target token and greedy exact match on the validation pairs."""
+    def shard(self, batch, rank: int, size: int):
+        """Every size-th pair from ``rank``, the padding beyond its longest source and target cut."""
+        src, src_len, tgt_in, tgt_out, feed = super().shard(batch, rank, size)
+        if not len(src):
+            return src, src_len, tgt_in, tgt_out, feed
+        width = int((tgt_out != PAD).sum(axis=1).max())
+        return (src[:, : src_len.max()], src_len, tgt_in[:, :width], tgt_out[:, :width],
+                None if feed is None else feed[:, :width])
+
+    def weight(self, batch) -> float:
+        """The loss is a mean over the real target tokens: their number."""
+        return float((batch[3] != PAD).sum())
+
+    def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
+        """Nats per target token and greedy exact match on rank's share of the validation pairs."""
         model = self.model
         model.eval()
         total = count = 0.0
+        val_src, val_tgt = self.val_src[rank::size], self.val_tgt[rank::size]
         with no_grad():
-            for k in range(0, len(self.val_src), 256):
-                src, src_len, tgt_in, tgt_out = make_batch(self.val_src[k : k + 256],
-                                                           self.val_tgt[k : k + 256])
+            for k in range(0, len(val_src), 256):
+                src, src_len, tgt_in, tgt_out = make_batch(val_src[k : k + 256],
+                                                           val_tgt[k : k + 256])
                 logits = model.forward(src, src_len, tgt_in)
                 n = float((tgt_out != PAD).sum())
                 total += float(CrossEntropyLoss(ignore_index=PAD).forward(logits, tgt_out)) * n
                 count += n
             model.clear_caches()
-        hyps = translate(model, self.src_vocab, self.tgt_vocab, [p[0] for p in self.val_pairs],
-                         beam=1, max_len=self.max_len)
-        return {"loss": total / count, "exact_match": exact_match(hyps, [p[1] for p in self.val_pairs])}
+        pairs = self.val_pairs[rank::size]
+        hyps = translate(model, self.src_vocab, self.tgt_vocab, [p[0] for p in pairs], beam=1,
+                         max_len=self.max_len) if pairs else []
+        matches = sum(h.strip() == p[1].strip() for h, p in zip(hyps, pairs))  # as exact_match
+        return {"loss": (total, count), "exact_match": (matches, len(pairs))}
 
     def config(self) -> dict:
         return {"model": self.model.cfg.to_json(), "src_vocab": self.src_vocab.to_json(),
