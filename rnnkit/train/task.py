@@ -20,11 +20,16 @@ nothing of schedules, checkpoints or time limits.  A task says::
 
 A task may also set ``explode``: a loss above which training has diverged even though it is
 finite (a language model far worse than uniform guessing), checked after the warm-up.
+
+`TaskSpec` is how an application lets tools (``rnnkit compare``) build its task from its data
+flags and settings without running its command body.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -87,3 +92,25 @@ class Task:
         if new != old:
             return new > old if self.higher_is_better else new < old
         return metrics.get("loss", math.inf) < best.get("loss", math.inf) and self.metric != "loss"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """How a tool builds an application's training task: ``TASK`` in each app's commands.py.
+
+    ``data_options(parser)`` adds the flags that name the data (``--text``; ``--csv --target
+    --horizon``; ...), ``make_task(settings, args)`` builds the task from the app's settings and
+    those parsed flags.  ``skip``: settings whose flags ``data_options`` adds itself.  When the
+    task's checkpoint folder is not already the app's run folder (a forecaster is an ensemble
+    around such networks), ``save_run(task, settings, args, directory)`` writes one from the
+    trained task, so that ``rnnkit.load`` works on it.  ``about``: what the task trains and
+    measures, for reports.
+    """
+
+    app: str
+    settings: type
+    data_options: Callable[[argparse.ArgumentParser], None]
+    make_task: Callable[[Any, argparse.Namespace], Task]
+    skip: tuple[str, ...] = ()
+    save_run: Callable[[Task, Any, argparse.Namespace, Any], None] | None = None
+    about: str = ""
