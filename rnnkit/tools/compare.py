@@ -44,7 +44,7 @@ APPS = {
     "classify": "rnnkit.apps.classify.commands:TASK",
 }
 CELLS = ("rnn", "gru", "lstm")
-CONTROLLED = ("cell", "hidden", "lr", "min_lr", "steps", "eval_every")  # set by the race
+CONTROLLED = ("cell", "hidden", "lr", "min_lr", "steps")  # set by the race
 PROBE = (16, 32)  # hidden sizes whose parameter shapes give a model's size at any hidden size
 OUTPUTS = ("trials", "winner", "compare.json", "report.md", "compare.png", "lr_range.png")
 
@@ -163,6 +163,11 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     (out / "trials").mkdir(parents=True, exist_ok=True)
 
 
+def base_eval_every(args: argparse.Namespace) -> int | None:
+    """--eval-every when given (the app's default is for a train command, not for a race)."""
+    return getattr(args, "eval_every", None)
+
+
 def _plain(args: argparse.Namespace) -> dict:
     """The parsed flags a worker needs to build the task (JSON-like values only)."""
     ok = (str, int, float, bool, type(None))
@@ -230,11 +235,11 @@ def compare(args: argparse.Namespace, executor=None, clock=time.time) -> dict:
         ranges = _range_tests(executor, base, args, cells, hidden, common, log)
         configs, costs = _configs(args, cells, hidden, ranges, target)
         plan = plan_race(costs, args.seeds, executor.workers, deadline - clock(),
-                         args.rung_steps)
+                         args.rung_steps, base_eval_every(args))
         log(f"plan: {' -> '.join(str(n) for n, _ in plan.rungs)} configurations at steps "
-            f"{', '.join(str(s) for _, s in plan.rungs)} (x {args.seeds} seeds), about "
-            f"{plan.seconds:.0f} s" + (f" (--rung-steps {plan.rung_steps} repeats it)"
-                                       if plan.fitted else ""))
+            f"{', '.join(str(s) for _, s in plan.rungs)} (x {args.seeds} seeds), evaluated "
+            f"every {plan.eval_every} steps, about {plan.seconds:.0f} s (--rung-steps "
+            f"{plan.rung_steps} --eval-every {plan.eval_every} repeat it)")
         race = _race(executor, base, args, configs, plan, ranges, common, out, log)
     finally:
         executor.close()
@@ -308,7 +313,8 @@ def _race(executor, base, args, configs, plan: Plan, ranges, common, out: Path, 
 
     def job(c: Config, seed: int, steps: int) -> dict:
         s = dataclasses.replace(base, cell=c.cell, hidden=c.hidden, lr=c.lr, min_lr=c.lr * ratio,
-                                seed=seed, steps=steps, eval_every=plan.rung_steps, warmup=warmup)
+                                seed=seed, steps=steps, eval_every=plan.eval_every,
+                                warmup=warmup)
         return {**common, "kind": "trial", "settings": dataclasses.asdict(s),
                 "total": plan.total, "measures": dict(MEASURES)}
 

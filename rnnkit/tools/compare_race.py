@@ -10,7 +10,8 @@ fits a budget, and successive halving.
   each with every seed, up to step s0 * 2^r (n_0 = all, n_{r+1} = n_r // 2, down to one); s0 is
   the largest round number whose estimated time (the steps and evaluations of every trial at the
   speeds the range tests measured, the slowest cells assumed to survive, scheduled on the
-  workers) fits the budget.
+  workers) fits the budget.  Trials evaluate as often as costs at most a tenth of their
+  training time (at most 50 times in the first rung), and at the end of every rung.
 * **Race** (`Race`): runs the rungs through an executor; a configuration that is stopped is never
   trained again; a failing trial (a crash, a divergence) fails its configuration, never the race.
 """
@@ -31,6 +32,8 @@ NICE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)  # rung-0 step counts are these time
 MIN_RUNG_STEPS = 5
 BUDGET_USED = 0.85  # the plan aims at this fraction of the budget left after the range tests
 OVERHEAD = 1.0      # seconds per job besides building the task: process hand-over, checkpoint
+EVAL_SHARE = 0.1    # evaluations may take this share of a trial's training time
+EVALS_PER_RUNG = 50  # ... and be at most this many in the first rung
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -106,8 +109,9 @@ def lr_grid(lr: float, k: int, factor: float = 3.0) -> list[float]:
 # ----------------------------------------------------------------------------- plan
 @dataclasses.dataclass
 class Plan:
-    rung_steps: int                # s0: the steps of rung 0 (and between evaluations)
+    rung_steps: int                # s0: the steps of rung 0
     rungs: list[tuple[int, int]]   # (configurations, last step) of each rung
+    eval_every: int                # steps between evaluations (and at the end of every rung)
     seconds: float                 # estimated wall-clock seconds
     fitted: bool                   # s0 fitted to the budget (else given)
 
@@ -132,22 +136,6 @@ def makespan(durations: list[float], workers: int) -> float:
     return max(free) if durations else 0.0
 
 
-def estimate(s0: int, costs: list[dict], seeds: int, workers: int) -> float:
-    """Seconds the race takes with rung-0 steps s0.  ``costs``: per configuration in race order,
-    {"step": seconds per step, "eval": seconds per evaluation, "setup": seconds per job}; a rung
-    after the first assumes the slowest configurations survived."""
-    slowest = sorted(costs, key=lambda c: -c["step"])
-    total, done = 0.0, 0
-    for r, n in enumerate(rung_sizes(len(costs))):
-        steps = s0 * 2 ** r - done
-        done += steps
-        which = costs if r == 0 else slowest[:n]
-        jobs = [c["step"] * steps + c["eval"] * steps / s0 + c["setup"] + OVERHEAD
-                for c in which for _ in range(seeds)]
-        total += makespan(jobs, workers)
-    return total
-
-
 def nice_numbers(largest: int):
     k = 1
     while True:
@@ -159,24 +147,53 @@ def nice_numbers(largest: int):
         k *= 10
 
 
+def eval_interval(s0: int, costs: list[dict]) -> int:
+    """Steps between evaluations: the least round number that keeps evaluating within
+    EVAL_SHARE of the training time of every configuration and to at most EVALS_PER_RUNG in the
+    first rung, and at most s0 (a rung's end is always evaluated)."""
+    steps = max(max(c["eval"] / c["step"] for c in costs) / EVAL_SHARE, s0 / EVALS_PER_RUNG)
+    return min(s0, next(v for v in nice_numbers(10 ** 9) if v >= steps))
+
+
+def estimate(s0: int, costs: list[dict], seeds: int, workers: int,
+             every: int | None = None) -> float:
+    """Seconds the race takes with rung-0 steps s0.  ``costs``: per configuration in race order,
+    {"step": seconds per step, "eval": seconds per evaluation, "setup": seconds per job}; a rung
+    after the first assumes the slowest configurations survived."""
+    every = every or eval_interval(s0, costs)
+    slowest = sorted(costs, key=lambda c: -c["step"])
+    total, done = 0.0, 0
+    for r, n in enumerate(rung_sizes(len(costs))):
+        steps = s0 * 2 ** r - done
+        done += steps
+        which = costs if r == 0 else slowest[:n]
+        jobs = [c["step"] * steps + c["eval"] * (steps // every + 1) + c["setup"] + OVERHEAD
+                for c in which for _ in range(seeds)]
+        total += makespan(jobs, workers)
+    return total
+
+
 def plan_race(costs: list[dict], seeds: int, workers: int, seconds: float,
-              rung_steps: int | None = None) -> Plan:
+              rung_steps: int | None = None, eval_every: int | None = None) -> Plan:
     """The plan (see the module docstring); ValueError when even MIN_RUNG_STEPS do not fit."""
     sizes = rung_sizes(len(costs))
     fitted = rung_steps is None
+
+    def fits(s0: int) -> bool:
+        return estimate(s0, costs, seeds, workers, eval_every) <= BUDGET_USED * seconds
     if fitted:
-        fits = [s for s in nice_numbers(10 ** 7) if s >= MIN_RUNG_STEPS
-                and estimate(s, costs, seeds, workers) <= BUDGET_USED * seconds]
-        if not fits:
-            need = estimate(MIN_RUNG_STEPS, costs, seeds, workers) / BUDGET_USED
+        ok = [s for s in nice_numbers(10 ** 7) if s >= MIN_RUNG_STEPS and fits(s)]
+        if not ok:
+            need = estimate(MIN_RUNG_STEPS, costs, seeds, workers, eval_every) / BUDGET_USED
             raise ValueError(
                 f"the budget left after the range tests ({seconds:.0f} s) is too small for "
                 f"{len(costs)} configurations x {seeds} seeds (about {need:.0f} s needed for "
                 f"{MIN_RUNG_STEPS} steps a rung): raise --budget, or use fewer --cells, "
                 "--lrs or --seeds, or a smaller model")
-        rung_steps = max(fits)
+        rung_steps = max(ok)
+    every = eval_every or eval_interval(rung_steps, costs)
     rungs = [(n, rung_steps * 2 ** r) for r, n in enumerate(sizes)]
-    return Plan(rung_steps, rungs, estimate(rung_steps, costs, seeds, workers),
+    return Plan(rung_steps, rungs, every, estimate(rung_steps, costs, seeds, workers, every),
                 fitted=fitted)
 
 

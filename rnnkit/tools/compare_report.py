@@ -93,15 +93,17 @@ def format_table(rows: list[dict], label: str, seeds: int) -> str:
 
 
 def range_table(ranges: dict, hidden: dict, candidates: dict) -> str:
-    lines = ["| cell | hidden | params | lowest smoothed loss (at lr) | steepest descent at lr "
-             "| chosen lr (lowest's / 4) | rates raced | steps/s |", "|" + "---|" * 8]
+    lines = ["| cell | hidden | params | validation untrained | lowest smoothed training loss "
+             "(at lr) | steepest descent at lr | chosen lr (lowest's / 4) | rates raced "
+             "| steps/s |", "|" + "---|" * 9]
     for cell, r in ranges.items():
         if r["status"] != "ok":
             lines.append(f"| {cell} | {hidden[cell]} | - | {r['status']}: {r['error']} |"
-                         + " |" * 5)
+                         + " |" * 6)
             continue
         s = r["suggestion"]
-        lines.append(f"| {cell} | {hidden[cell]} | {r['params']:,} | {s['min_loss']:.4f} "
+        lines.append(f"| {cell} | {hidden[cell]} | {r['params']:,} | {_fmt(r['untrained'])} | "
+                     f"{s['min_loss']:.4f} "
                      f"({s['lr_min_loss']:.2g}) | {s['lr_steepest']:.2g} | {s['lr']:.2g} | "
                      + ", ".join(f"{x:.2g}" for x in candidates.get(cell, [])) +
                      f" | {r['steps_per_second']:.2f} |")
@@ -141,6 +143,10 @@ def why(rows: list[dict], race, label: str, winner: dict | None) -> str:
     final = next(r for r in rows if r["config"] == best.name)
     if last > steps and math.isfinite(final["mean"]):
         text += f"; trained on to step {last}, it reached {final['mean']:.4f}"
+    grid = sorted(c.lr for c in race.configs if c.cell == best.cell)
+    if len(grid) > 1 and best.lr in (grid[0], grid[-1]):
+        text += (f"; its rate is the {'lowest' if best.lr == grid[0] else 'highest'} its cell "
+                 "raced, so a better one may lie beyond (--lr or more --lrs)")
     per_cell = {}
     for r in rows:
         if r["cell"] not in per_cell and math.isfinite(r["mean"]):
@@ -187,7 +193,7 @@ def plot_race(path, race, label: str, winner: dict | None) -> bool:
             ax.plot(xs[-1], ys[-1], "x", color="black", markersize=8)
     for r, (n, steps) in enumerate(race.plan.rungs):
         ax.plot([], [], RUNG_MARKERS[r % len(RUNG_MARKERS)], color="gray",
-                label=f"end of rung {r} (step {steps}, {n} kept)")
+                label=f"end of rung {r} (step {steps}, {n} in it)")
     ax.plot([], [], "x", color="black", label="stopped")
     ax.set_xlabel("seconds of training (each trial's own)")
     ax.set_ylabel(f"validation {label} (mean over seeds)")
@@ -256,14 +262,16 @@ def write_report(out, *, spec, args, cells, hidden, target, ranges, race, plan, 
     data = next((r["describe"] for r in ranges.values() if r.get("describe")), "")
     command = shlex.join(["rnnkit", *sys.argv[1:]]) if "compare" in sys.argv[1:4] else ""
     md = [f"# rnnkit compare {spec.app}", "", f"`{command}`" if command else "",
-          "", f"Task: {spec.about}. Data ({next(iter(ranges))}'s range test): {data}.", "",
+          "", f"Task: {spec.about}." + (f" Data ({next(iter(ranges))}'s range test): {data}."
+                                         if data else ""), "",
           sizes + ".", "",
           "## Learning-rate range tests", "", range_table(ranges, hidden, candidates), "",
           "![range tests](lr_range.png)" if pictures["lr_range.png"] else "", "",
           "## The race", "",
           f"Successive halving in {where}: rungs of " + ", ".join(
               f"{n} configuration(s) to step {s}" for n, s in plan.rungs)
-          + f" (x {len(race.seeds)} seeds; --rung-steps {plan.rung_steps}); "
+          + f" (x {len(race.seeds)} seeds), evaluated every {plan.eval_every} steps and at the "
+          f"end of every rung (--rung-steps {plan.rung_steps} --eval-every {plan.eval_every}); "
           f"{seconds:.0f} s of --budget {args.budget:g}.", "", table, "", reason, "",
           "![validation metric against time](compare.png)" if pictures["compare.png"] else "",
           "", f"Winner's run folder: `{winner['folder']}`" if winner else ""]
@@ -273,6 +281,7 @@ def write_report(out, *, spec, args, cells, hidden, target, ranges, race, plan, 
            "range_tests": {c: {k: v for k, v in r.items() if k != "describe"}
                            for c, r in ranges.items()},
            "plan": {"rung_steps": plan.rung_steps, "rungs": plan.rungs, "fitted": plan.fitted,
+                    "eval_every": plan.eval_every,
                     "estimated_seconds": plan.seconds},
            "seeds": race.seeds, "table": rows, "winner": winner, "deciding_rung": rung,
            "why": reason, "trials": race.trials, "budget": args.budget, "seconds": seconds,

@@ -167,6 +167,12 @@ def run_job(job: dict, clock: Callable[[], float] = time.time) -> dict:
         return _failure(exc)
 
 
+def _timed(function, clock) -> float:
+    start = clock()
+    function()
+    return clock() - start
+
+
 def range_test(job: dict, clock) -> dict:
     """Train with exponentially increasing rates; the loss at each one, the speed, the time one
     evaluation takes and the task's size (the caller chooses the rate from the curve)."""
@@ -174,8 +180,8 @@ def range_test(job: dict, clock) -> dict:
     if s.cell == "lstm":
         forget_bias(task.model)
     start = clock()
-    task.evaluate()
-    eval_seconds = clock() - start
+    untrained = task.evaluate()
+    evals = [clock() - start]  # a first call may compile kernels: timed again after training
     ramp = Ramp(job["lo"], job["hi"], s.steps, clock)
     left = _left(job, clock)
     if left is not None and left <= 0:
@@ -185,10 +191,12 @@ def range_test(job: dict, clock) -> dict:
             max_time=None if left is None else max(left, 1e-3))
     except (_Done, TrainingDiverged):
         pass
+    evals.append(_timed(task.evaluate, clock))
     return {"status": "ok", "error": None, "lrs": ramp.lrs, "losses": ramp.losses,
-            "steps_per_second": ramp.steps_per_second(), "eval_seconds": eval_seconds,
+            "steps_per_second": ramp.steps_per_second(), "eval_seconds": min(evals),
             "build_seconds": build, "params": task.model.num_parameters(),
             "describe": task.describe(), "metric": task.metric, "higher": task.higher_is_better,
+            "untrained": float(untrained.get(task.metric, math.nan)),
             "label": task.loss_name if task.metric == "loss" else task.metric}
 
 

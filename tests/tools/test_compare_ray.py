@@ -41,7 +41,8 @@ def text_file(tmp_path):
 def argv(text_file, out):
     return ["compare", "lm", "--text", str(text_file), "--params", "3000", "--embed", "8",
             "--seq-len", "16", "--batch", "4", "--range-steps", "20", "--seeds", "2",
-            "--lrs", "2", "--cells", "rnn,lstm", "--rung-steps", "6", "--out", str(out),
+            "--lrs", "2", "--cells", "rnn,lstm", "--rung-steps", "6", "--eval-every", "3",
+            "--out", str(out),
             "--quiet"]
 
 

@@ -229,6 +229,11 @@ class NetTask(Task):
         self.batches = EpochBatches(len(train), s.batch, [s.seed, member, 1])
         self.loss_fn = GaussianNLLLoss()
 
+    def describe(self) -> str:
+        s = self.s
+        return (f"{len(self.train_w):,} training and {0 if self.val is None else len(self.val):,} "
+                f"validation windows, {s.cell} {s.layers}x{s.hidden}")
+
     def batch(self, step: int) -> np.ndarray:
         return self.batches[step]
 
