@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import math
 import os
 import shutil
@@ -57,13 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "budget; the winner's run folder is a normal trained run.")
     apps = cmp.add_subparsers(dest="compare_app", required=True, metavar="APP")
     for app, path in APPS.items():
+        module, _, attr = path.partition(":")
         try:
-            spec = resolve(path)
+            spec = getattr(importlib.import_module(module), attr, None)
         except ModuleNotFoundError as exc:
-            if exc.name is None or not path.startswith(exc.name):
+            if exc.name is None or not module.startswith(exc.name):
                 raise
             continue
-        except AttributeError:  # the app has no TaskSpec yet
+        if spec is None:  # the app has no TaskSpec yet
             continue
         p = apps.add_parser(app, help=f"compare cells on the {app} task ({spec.about})",
                             description=f"The task: {spec.about}.")

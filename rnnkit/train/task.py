@@ -100,11 +100,11 @@ class TaskSpec:
 
     ``data_options(parser)`` adds the flags that name the data (``--text``; ``--csv --target
     --horizon``; ...), ``make_task(settings, args)`` builds the task from the app's settings and
-    those parsed flags.  ``skip``: settings whose flags ``data_options`` adds itself.  When the
-    task's checkpoint folder is not already the app's run folder (a forecaster is an ensemble
-    around such networks), ``save_run(task, settings, args, directory)`` writes one from the
-    trained task, so that ``rnnkit.load`` works on it.  ``about``: what the task trains and
-    measures, for reports.
+    those parsed flags.  ``skip``: settings that get no flag from the tool (``data_options``
+    adds it, or the task ignores the setting).  When the task's checkpoint folder is not already
+    the app's run folder (a forecaster is an ensemble around such networks),
+    ``save_run(task, settings, args, directory)`` writes one from the trained task, so that
+    ``rnnkit.load`` works on it.  ``about``: what the task trains and measures, for reports.
     """
 
     app: str

@@ -155,8 +155,8 @@ def save_run(task, settings: ForecastSettings, args: argparse.Namespace, directo
 
 
 # how tools (rnnkit compare) build this app's task
-TASK = TaskSpec("forecast", ForecastSettings, data_options, make_task, skip=("horizon",),
-                save_run=save_run,
+TASK = TaskSpec("forecast", ForecastSettings, data_options, make_task,
+                skip=("horizon", "ensemble", "refit", "patience", "recurrent"), save_run=save_run,
                 about="the early-stopping network of forecast train (one network from the ridge "
                       "start on the training windows); validation MAE of the scaled forecasts "
                       "on the validation windows")
