@@ -28,9 +28,10 @@ import numpy as np
 
 from .compare_trial import pack, unpack
 
-NICE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)  # rung-0 step counts are these times a power of 10
+# rung-0 step counts are these times a power of 10 (about 10% apart)
+NICE = (1, 1.1, 1.2, 1.3, 1.5, 1.6, 1.8, 2, 2.2, 2.5, 2.8, 3, 3.5, 4, 4.5, 5, 5.5, 6, 7, 8, 9)
 MIN_RUNG_STEPS = 5
-BUDGET_USED = 0.85  # the plan aims at this fraction of the budget left after the range tests
+BUDGET_USED = 0.9   # the plan aims at this fraction of the budget left after the range tests
 OVERHEAD = 1.0      # seconds per job besides building the task: process hand-over, checkpoint
 EVAL_SHARE = 0.1    # evaluations may take this share of a trial's training time
 EVALS_PER_RUNG = 50  # ... and be at most this many in the first rung
