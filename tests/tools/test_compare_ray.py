@@ -21,7 +21,8 @@ TIMES = ("steps_per_second", "seconds")
 def ray_address():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # "local": a new instance of this test's own, even where a cluster is running
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR")
     try:
         yield ray.get_runtime_context().gcs_address
