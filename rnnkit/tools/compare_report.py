@@ -110,13 +110,14 @@ def range_table(ranges: dict, hidden: dict, candidates: dict) -> str:
     return "\n".join(lines)
 
 
-def why(rows: list[dict], race, label: str, winner: dict | None) -> str:
-    """Why the winner won: its mean at the deciding rung against the runner-up's."""
+def why(rows: list[dict], race, label: str, winner: dict | None, rung: int) -> str:
+    """Why the winner won: its mean at the deciding rung (the last with a rival, at most
+    ``rung``, the last rung every configuration in it finished) against the runner-up's."""
     if winner is None:
         return "no winner: the budget ran out before the first rung finished"
     by_name = {c.name: c for c in race.configs}
     best = by_name[winner["config"]]
-    deciding = max((r for r in range(len(best.rungs))
+    deciding = max((r for r in range(rung + 1)
                     if sum(1 for c in race.configs if len(c.rungs) > r and not c.failed) > 1),
                    default=None)
     k, sense = len(race.seeds), "highest" if race.higher else "lowest"
@@ -139,10 +140,12 @@ def why(rows: list[dict], race, label: str, winner: dict | None) -> str:
         gap = abs(m1 - m2) / noise
         text += (f"; the gap is {gap:.1f} x the sum of their seed standard deviations"
                  + (" (within seed noise)" if gap < 1 else ""))
-    last = race.plan.rungs[len(best.rungs) - 1][1]
     final = next(r for r in rows if r["config"] == best.name)
-    if last > steps and math.isfinite(final["mean"]):
-        text += f"; trained on to step {last}, it reached {final['mean']:.4f}"
+    if final["steps"] > steps and math.isfinite(final["mean"]):
+        text += f"; trained on to step {final['steps']}, it reached {final['mean']:.4f}"
+    if race.stopped_by_budget:
+        text += (f"; the budget ran out during rung {race.completed + 1}, so rung "
+                 f"{race.completed} decided")
     grid = sorted(c.lr for c in race.configs if c.cell == best.cell)
     if len(grid) > 1 and best.lr in (grid[0], grid[-1]):
         text += (f"; its rate is the {'lowest' if best.lr == grid[0] else 'highest'} its cell "
@@ -255,7 +258,7 @@ def write_report(out, *, spec, args, cells, hidden, target, ranges, race, plan, 
         if math.isfinite(c.lr):
             candidates.setdefault(c.cell, []).append(c.lr)
     table = format_table(rows, label, len(race.seeds))
-    reason = why(rows, race, label, winner)
+    reason = why(rows, race, label, winner, rung)
     pictures = {"compare.png": plot_race(out / "compare.png", race, label, winner),
                 "lr_range.png": plot_ranges(out / "lr_range.png", ranges)}
     sizes = (f"hidden sizes matched to {target:,} parameters (within 5%): " if target else

@@ -328,3 +328,10 @@ def test_every_app_tells_tools_how_to_build_its_task(tmp_path):
     s = spec.settings(hidden=8, embed=4)
     task = spec.make_task(s, argparse.Namespace(pairs=str(pairs)))
     assert task.app == "translate" and task.model.num_parameters() > 0
+
+
+def test_why_names_the_rung_that_decided(tmp_path, toy_app):
+    result, _, _ = _race(tmp_path, "--rung-steps", 10, budget=300)  # rung 1 is cut short
+    assert result["race"].completed == 0
+    assert " at rung 0 (10 steps, 2 seeds)" in result["why"]
+    assert "the budget ran out during rung 1, so rung 0 decided" in result["why"]
