@@ -11,7 +11,7 @@ fits a budget, and successive halving.
   the largest round number whose estimated time (the steps and evaluations of every trial at the
   speeds the range tests measured, the slowest cells assumed to survive, scheduled on the
   workers) fits the budget.  Trials evaluate as often as costs at most a tenth of their
-  training time (at most 50 times in the first rung), and at the end of every rung.
+  training time (at most 500 times in the first rung), and at the end of every rung.
 * **Race** (`Race`): runs the rungs through an executor; a configuration that is stopped is never
   trained again; a failing trial (a crash, a divergence) fails its configuration, never the race.
 """
@@ -34,7 +34,8 @@ MIN_RUNG_STEPS = 5
 BUDGET_USED = 0.9   # the plan aims at this fraction of the budget left after the range tests
 OVERHEAD = 1.0      # seconds per job besides building the task: process hand-over, checkpoint
 EVAL_SHARE = 0.1    # evaluations may take this share of a trial's training time
-EVALS_PER_RUNG = 50  # ... and be at most this many in the first rung
+EVALS_PER_RUNG = 500  # ... and be at most this many in the first rung (a forecaster's best
+                      # step is often among its first hundred: evaluate often enough to see it)
 
 
 # ----------------------------------------------------------------------------- sizes
