@@ -99,6 +99,8 @@ def report(summary: dict, task: Task, out) -> str:
     if math.isfinite(best):
         kept = (f"best validation {task.metric} {task.show(task.metric, best)} at step "
                 f"{summary['best_step']}")
+    elif not summary["run"].history["eval_step"]:
+        kept = "stopped before the first validation"
     else:
         kept = "no validation metric: the last parameters are the model"
     return (f"step {summary['step']} of {summary['steps']}{how}: {kept}, "
