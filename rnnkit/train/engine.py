@@ -190,6 +190,43 @@ def resume_settings(out: str | Path, app: str, given: TrainSettings, explicit: s
     return given, None
 
 
+@dataclasses.dataclass
+class SavedRun:
+    """A run folder read back for inference (`load_run`): what rebuilds the trained model."""
+
+    directory: Path
+    config: dict
+    arrays: dict
+    meta: dict
+    settings: TrainSettings
+
+    def params(self, which: str = "best") -> dict:
+        """The best parameters, or the latest with ``which="latest"``."""
+        if which not in ("best", "latest"):
+            raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+        return self.arrays["best" if which == "best" else "params"]
+
+    @contextlib.contextmanager
+    def entries(self):
+        """Reading config.json's entries: a missing or malformed one is a corrupt checkpoint."""
+        try:
+            yield self.config
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"corrupt checkpoint: {self.directory}/config.json: bad entry "
+                             f"({e})") from None
+
+
+def load_run(directory: str | Path, app: str, settings: type[TrainSettings]) -> SavedRun:
+    """The checkpoint of an application's run folder, checked to be ``app``'s, its settings
+    rebuilt (unknown or missing keys refused by name)."""
+    directory = Path(directory)
+    config, arrays, meta = load_checkpoint(directory)
+    if config.get("app") != app:
+        raise ValueError(f"{directory} holds a run of {config.get('app')!r}, not of {app!r}")
+    return SavedRun(directory, config, arrays, meta,
+                    from_dict(settings, config.get("settings"), where=f"{directory}/config.json"))
+
+
 @contextlib.contextmanager
 def _stop_on_signals():
     """SIGINT / SIGTERM ask the loop to stop after the step in progress (a second one raises).
@@ -402,4 +439,5 @@ def _shown(task: Task, metrics: dict[str, float]) -> dict[str, str]:
     return {"val": "-" if value is None or not math.isfinite(value) else f"{value:.3f}"}
 
 
-__all__ = ["Callback", "Run", "TrainingDiverged", "fit", "resume_settings", "schedule"]
+__all__ = ["Callback", "Run", "SavedRun", "TrainingDiverged", "fit", "load_run", "resume_settings",
+           "schedule"]

@@ -21,8 +21,8 @@ from ...data.audio import FeatureConfig
 from ...data.batching import EpochBatches, pad
 from ...nn import no_grad
 from ...nn.ctc import CTCLoss
-from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
+from ...train.engine import load_run
+from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
 from .data import (AugmentedBatches, PrefetchedBatches, load_features, read_manifest,
                    transcribe_features)
@@ -215,16 +215,10 @@ class Recognizer:
 
 def load_model(directory: str | Path, which: str = "best") -> Recognizer:
     """Rebuild a trained recogniser from its run folder."""
-    directory = Path(directory)
-    config, arrays, _ = load_checkpoint(directory)
-    if config.get("app") != "asr":
-        raise ValueError(f"{directory} is not a speech-recognition checkpoint")
-    settings = from_dict(ASRSettings, config.get("settings"), where=f"{directory}/config.json")
-    try:
+    run = load_run(directory, "asr", ASRSettings)
+    with run.entries() as config:
         model = SpeechModel(ModelConfig(**config["model"]), np.random.default_rng(0))
         alphabet, features = Alphabet(config["alphabet"]), FeatureConfig(**config["features"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"corrupt checkpoint: {directory}/config.json: bad model entry ({e})") from None
-    model.load_state_dict(arrays["best" if which == "best" else "params"])
+    model.load_state_dict(run.params(which))
     model.eval()
-    return Recognizer(model, alphabet, features, settings, config)
+    return Recognizer(model, alphabet, features, run.settings, run.config)

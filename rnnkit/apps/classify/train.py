@@ -21,8 +21,8 @@ from ...data.audio import FeatureConfig
 from ...data.batching import EpochBatches, pad
 from ...data.text import Vocab
 from ...nn import CrossEntropyLoss, no_grad
-from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
+from ...train.engine import load_run
+from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
 from .data import Dataset, ReadOptions, Scaler, class_list, encode_labels, read_data, \
     stratified_split
@@ -345,18 +345,12 @@ class Classifier:
 
 def load_model(directory: str | Path, which: str = "best") -> Classifier:
     """Rebuild a trained classifier from its run folder."""
-    directory = Path(directory)
-    config, arrays, meta = load_checkpoint(directory)
-    if config.get("app") != "classify":
-        raise ValueError(f"{directory} is not a classify checkpoint")
-    settings = from_dict(ClassifySettings, config.get("settings"), where=f"{directory}/config.json")
-    try:
+    run = load_run(directory, "classify", ClassifySettings)
+    with run.entries() as config:
         model = Ensemble(NetConfig(**config["model"]), int(config["members"]), 0)
         inputs, classes = Inputs.from_json(config["inputs"]), list(config["classes"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"corrupt checkpoint: {directory}/config.json: bad entry ({e})") from None
-    model.load_state_dict(arrays["best" if which == "best" else "params"])
+    model.load_state_dict(run.params(which))
     model.eval()
-    clf = Classifier(model, inputs, classes, settings)
-    clf.history, clf.best_step = meta.get("history"), meta.get("best_step")
+    clf = Classifier(model, inputs, classes, run.settings)
+    clf.history, clf.best_step = run.meta.get("history"), run.meta.get("best_step")
     return clf

@@ -16,8 +16,8 @@ import numpy as np
 
 from ...data.text import StreamBatcher, Vocab, default_corpus_path, read_text
 from ...nn import CrossEntropyLoss, no_grad
-from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
+from ...train.engine import load_run
+from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
 from .model import LanguageModel, ModelConfig, state_arrays, state_from_arrays, stream_nll
 
@@ -144,16 +144,10 @@ class LMTask(Task):
 
 def load_model(directory: str | Path, which: str = "best"):
     """Rebuild a trained language model from its run folder: (model, vocab, settings)."""
-    config, arrays, _ = load_checkpoint(directory)
-    if config.get("app") != "lm":
-        raise ValueError(f"{directory} is not a language-model checkpoint")
-    settings = from_dict(LMSettings, config.get("settings"), where=f"{directory}/config.json")
-    try:
-        cfg = ModelConfig(**config["model"])
-        vocab = Vocab.from_json(config["vocab"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"corrupt checkpoint: {directory}/config.json: bad model entry ({e})") from None
+    run = load_run(directory, "lm", LMSettings)
+    with run.entries() as config:
+        cfg, vocab = ModelConfig(**config["model"]), Vocab.from_json(config["vocab"])
     model = LanguageModel(cfg, np.random.default_rng(0))
-    model.load_state_dict(arrays["best" if which == "best" else "params"])
+    model.load_state_dict(run.params(which))
     model.eval()
-    return model, vocab, settings
+    return model, vocab, run.settings

@@ -16,8 +16,8 @@ import numpy as np
 
 from ...data.batching import EpochBatches
 from ...nn import CrossEntropyLoss, no_grad
-from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
+from ...train.engine import load_run
+from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
 from .data import TokenVocab, pad_batch
 from .decode import translate
@@ -213,16 +213,11 @@ class Translator:
 
 def load_model(directory: str | Path, which: str = "best") -> Translator:
     """Rebuild a trained translator from its run folder."""
-    config, arrays, _ = load_checkpoint(directory)
-    if config.get("app") != "translate":
-        raise ValueError(f"{directory} is not a translation checkpoint")
-    settings = from_dict(TranslateSettings, config.get("settings"), where=f"{directory}/config.json")
-    try:
+    run = load_run(directory, "translate", TranslateSettings)
+    with run.entries() as config:
         model = Seq2Seq(ModelConfig(**config["model"]), np.random.default_rng(0))
         src, tgt = TokenVocab.from_json(config["src_vocab"]), TokenVocab.from_json(config["tgt_vocab"])
         max_len = int(config["max_len"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"corrupt checkpoint: {directory}/config.json: bad model entry ({e})") from None
-    model.load_state_dict(arrays["best" if which == "best" else "params"])
+    model.load_state_dict(run.params(which))
     model.eval()
-    return Translator(model, src, tgt, max_len, settings)
+    return Translator(model, src, tgt, max_len, run.settings)
