@@ -67,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             continue
         if spec is None:  # the app has no TaskSpec yet
             continue
-        p = apps.add_parser(app, help=f"compare cells on the {app} task ({spec.about})",
-                            description=f"The task: {spec.about}.")
+        about = spec.about.replace("%", "%%")  # argparse formats help text with %
+        p = apps.add_parser(app, help=f"compare cells on the {app} task ({about})",
+                            description=f"The task: {about}.")
         spec.data_options(p)
         add_options(p, spec.settings, skip=CONTROLLED + spec.skip)
         _options(p)
