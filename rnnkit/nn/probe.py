@@ -285,9 +285,12 @@ def profile(norms: np.ndarray, lengths: np.ndarray, reverse: bool = False) -> np
     return np.exp(_nanmean(logs, axis=0)) if use.any() else np.full(norms.shape[1], np.nan)
 
 
-def horizon(g: np.ndarray, threshold: float = THRESHOLD) -> tuple[int, bool]:
-    """(steps back over which g stays >= threshold, whether that is the whole sequence)."""
+def horizon(g: np.ndarray, threshold: float = THRESHOLD) -> tuple[int | None, bool]:
+    """(steps back over which g stays >= threshold, whether that is the whole sequence); (None,
+    False) when no gradient reached the loss step (g all NaN)."""
     g = g[~np.isnan(g)]
+    if not g.size:
+        return None, False
     below = np.flatnonzero(g < threshold)
     return (int(below[0]), False) if below.size else (int(g.size), True)
 
@@ -308,7 +311,9 @@ def decay_ratio(norms: np.ndarray, lengths: np.ndarray, reverse: bool = False) -
 
 def summarize(record: Record, threshold: float = THRESHOLD) -> dict[str, dict]:
     """Per direction (``l0``, ``l0_reverse``, ...): horizon, horizon_full, decay, growth,
-    profile (g(k)), sigma, bound, saturation, hidden_norm, cell_norm (see the module docstring)."""
+    profile (g(k)), sigma, bound, saturation, hidden_norm, cell_norm (see the module docstring).
+    Where no gradient reaches the loss step (a head that ignores the layer) the horizon is None
+    and decay, growth and profile NaN."""
     out = {}
     for name, d in record.directions.items():
         g = profile(d.dh, record.lengths, d.reverse)
