@@ -17,7 +17,8 @@ from . import __version__
 from .train.mpi import crashed, report
 
 APPS = ("rnnkit.apps.lm.commands", "rnnkit.apps.forecast.commands", "rnnkit.apps.seq2seq.commands",
-        "rnnkit.apps.asr.commands", "rnnkit.apps.classify.commands", "rnnkit.tools.export")
+        "rnnkit.apps.asr.commands", "rnnkit.apps.classify.commands", "rnnkit.tools.export",
+        "rnnkit.tools.diagnose")
 
 
 class Parser(argparse.ArgumentParser):

@@ -139,6 +139,16 @@ def measure(task, batch) -> dict:
     return {"loss": loss, "modules": modules, "grad_share": shares}
 
 
+def horizons(record: dict) -> dict[str, dict]:
+    """The summary of one measurement (`measure`'s dict, or a diagnostics.jsonl record) a report
+    shows: {"<module> <direction>": {"horizon", "horizon_full", "decay", "growth", "length"}},
+    e.g. {"rnn l0": {"horizon": 37, "horizon_full": False, "decay": 0.81, ...}}."""
+    return {f"{m['module']} {d}": {"horizon": s["horizon"], "horizon_full": s["horizon_full"],
+                                   "decay": s["decay"], "growth": s["growth"],
+                                   "length": m["length"]}
+            for m in record["modules"] for d, s in m["directions"].items()}
+
+
 def warnings_of(record: dict, clip: float) -> list[str]:
     """The warning lines of one measurement (see the module docstring), each naming a layer."""
     out = []
@@ -328,5 +338,5 @@ def plot_flow(path, records: list[dict], title: str = "", panels: int = 4) -> bo
     return True
 
 
-__all__ = ["Diagnose", "measure", "warnings_of", "plot_flow", "module_names", "gradient_shares",
+__all__ = ["Diagnose", "measure", "horizons", "warnings_of", "plot_flow", "module_names", "gradient_shares",
            "EXPLODE_GROWTH", "CLIP_MOST", "VANISH_FRACTION"]

@@ -11,7 +11,7 @@ import pytest
 from rnnkit.cli import main
 from rnnkit.nn import RNN, Linear, Module, MSELoss, no_grad
 from rnnkit.nn.init import orthogonal
-from rnnkit.train.diagnose import Diagnose, gradient_shares, module_names
+from rnnkit.train.diagnose import Diagnose, gradient_shares, horizons, measure, module_names
 from rnnkit.train.engine import fit
 from rnnkit.train.settings import TrainSettings
 from rnnkit.train.task import Task
@@ -145,6 +145,27 @@ def test_warnings_name_the_layer(scale, x_scale, expected, tmp_path):
         assert any(w.startswith(expected) for w in r["warnings"]), r["warnings"]
     assert lines == [f"rnnkit diagnose: step {r['step']}: warning: {w}" for r in recs
                      for w in r["warnings"]]
+
+
+def test_measure_leaves_nothing_behind_and_horizons_summarise_it():
+    """measure() on the linear regime (x = 0): decay exactly 0.3 per step, horizon 6; the
+    gradients, the parameters and the mode are as before."""
+    task = LastStep(0.3, x_scale=0.0)
+    grads = {k: np.full_like(g, 0.5) for k, g in task.model.rnn.grads.items()}
+    for k, g in task.model.rnn.grads.items():
+        g[...] = grads[k]
+    params = task.model.state_dict()
+    m = measure(task, task.batch(0))
+    for k, g in task.model.rnn.grads.items():
+        np.testing.assert_array_equal(g, grads[k])
+    for k, p in task.model.state_dict().items():
+        np.testing.assert_array_equal(p, params[k])
+    assert task.model.training
+    h = horizons(m)
+    assert list(h) == ["rnn l0"]
+    assert (h["rnn l0"]["horizon"], h["rnn l0"]["horizon_full"]) == (6, False)
+    assert h["rnn l0"]["decay"] == pytest.approx(0.3, rel=1e-9)
+    assert h["rnn l0"]["length"] == 80
 
 
 def test_clipping_on_most_steps_warns(tmp_path):
