@@ -47,7 +47,9 @@ def torch_unrolled(layer, x, state, lengths, dy, dstate, last_step_only=False):
                 for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     getattr(cell, w).copy_(p[w + name])
             return cell(xt, h), None
-        # LSTM, with torch's projection h = (o tanh(c)) W_hr^T, written out
+        # The LSTM step written out in torch ops, with torch's projection h = (o tanh(c)) W_hr^T.
+        # Not nn.LSTMCell: its fused node computes h_t from c_t inside itself, so c_t.grad there
+        # holds only the path through c_{t+1} (None at the last step), not dL/dc_t in full.
         a = gates_x + h @ p["weight_hh" + name].T + p["bias_hh" + name]
         i, f, g, o = a[:H].sigmoid(), a[H : 2 * H].sigmoid(), a[2 * H : 3 * H].tanh(), a[3 * H :].sigmoid()
         c = f * c + i * g
