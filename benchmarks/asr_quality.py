@@ -1,15 +1,26 @@
-"""Speech-recognition quality: spoken digit strings from espeak-ng voices held out from training.
+"""Speech-recognition quality: does a digit recogniser trained on synthetic speech transfer?
 
-    nice -n 5 python benchmarks/asr_quality.py --work /tmp/rnnkit_asr_bench --max-time 1800 [--clock cpu]
+    nice -n 5 python benchmarks/asr_quality.py --work /tmp/rnnkit_asr_bench [--max-time 900]
+    python benchmarks/asr_quality.py --work /tmp/rnnkit_asr_bench --model DIR   # score a model
 
-1. ``make-data`` (train voices): --n-train utterances of 1-7 digits; (held-out voices): --n-test.
-2. ``train`` for --max-time seconds (or --steps) with the default model.
-3. ``eval`` greedy and beam-search CER/WER on the held-out voices (and on training voices).
-4. Real human recordings: Debian's klettres-data ships OGG Vorbis, which neither NumPy nor the
-   standard library decodes; with ``oggdec`` (apt vorbis-tools) on PATH and klettres-data
-   installed, the English recordings are converted and scored - letters spoken by people, a
-   vocabulary the digit model never heard, so the number only shows how far it does *not*
-   generalise.  Otherwise that row says why it was skipped.
+1. ``asr make-data --vocab digits`` (training voices of espeak-ng): --n-train
+   utterances; then ``asr train --max-time`` with the default settings (or --model: score that).
+2. Test sets, every one spoken digit strings of 1-7 digits:
+   (a) held-out voice variants of espeak-ng: ``make-data --voices heldout``;
+   (b) a synthesiser family never used in training: flite (voices kal, kal16, awb, rms, slt) and
+       festival (kal_diphone, ked_diphone, cmu_us_slt_arctic_hts), Debian packages flite,
+       festival, festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts - clean, and through
+       the telephone channel;
+   (c) real people: the recordings of the digits zero..nine by Allison Smith in Debian's
+       asterisk-core-sounds-en-wav (/usr/share/asterisk/sounds/en_US_f_Allison/digits/0.wav ..
+       9.wav, 8 kHz 16-bit PCM) joined into random digit strings (50-300 ms of line noise
+       between digits, the way an IVR speaks digits) and written as 8 kHz mu-law WAV, and the
+       ten recordings one at a time (every string is made of them); and
+       pocketsphinx-testdata's TIDIGITS recording tidigits/dhd.2934z.raw ("two nine three four
+       zero", 16 kHz raw PCM, another speaker) sent through the telephone channel to 8 kHz mu-law.
+   Missing packages make their row say "skipped" and why.
+3. CER/WER of greedy decoding, plain prefix beam search (8) and the word-constrained beam search
+   (``asr eval``'s default: beam 8, --lm auto).
 
 BLAS threads are pinned to 1 (set before NumPy loads): the recurrent steps are small GEMMs for
 which OpenBLAS threads cost far more than they give, above all on shared cores.
@@ -23,144 +34,231 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from rnnkit.apps.asr.data import make_data  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rnnkit.apps.asr.data import DIGITS, make_data  # noqa: E402
 from rnnkit.apps.asr.train import ASRSettings, ASRTask, load_model  # noqa: E402
 from rnnkit.train.engine import fit  # noqa: E402
+from rnnkit.data.audio import read_wav, resample, write_wav  # noqa: E402
+from rnnkit.data.augment import mulaw_encode, telephone  # noqa: E402
+
+FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
+FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
+ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
+TIDIGITS = Path("/usr/share/pocketsphinx/test/data/tidigits/dhd.2934z.raw")
 
 
 def load() -> str:
     one, five, fifteen = os.getloadavg()
-    return f"{one:.1f}/{five:.1f}/{fifteen:.1f} on {os.cpu_count()} cores"
+    return f"load {one:.1f}/{five:.1f}/{fifteen:.1f} on {os.cpu_count()} cores"
 
 
-KLETTRES_SOUNDS = {"aw", "ch", "th"}  # phonics sounds, not words: left out
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
-def klettres_manifest(work: Path) -> tuple[Path | None, str]:
-    """A manifest of klettres-data's English recordings (converted by oggdec), or why not.
-
-    en/ and en_GB/ each hold alpha/ (26 letters, text = the letter) and syllab/ (short words
-    such as "car", "dog", "key"; the sounds "aw", "ch", "th" are left out): recordings of people.
-    """
-    roots = [Path("/usr/share/klettres") / lang for lang in ("en", "en_GB")]
-    roots = [r for r in roots if r.is_dir()]
-    if not roots:
-        return None, "klettres-data not installed (apt-get install klettres-data)"
-    if shutil.which("oggdec") is None:
-        return None, "OGG Vorbis needs a decoder: apt-get install vorbis-tools (oggdec)"
-    out = work / "klettres"
-    (out / "wav").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for root in roots:
-        for ogg in sorted(root.glob("*/*.ogg")):
-            name = ogg.stem.lower()
-            if not name.isalpha() or name in KLETTRES_SOUNDS:
-                continue
-            wav = out / "wav" / f"{root.name}_{ogg.parent.name}_{name}.wav"
-            if not wav.exists():
-                subprocess.run(["oggdec", "-Q", "-b", "16", "-o", str(wav), str(ogg)], check=True)
-            lines.append(json.dumps({"audio": str(wav), "text": name}))
-    if not lines:
-        return None, f"no recordings found under {roots}"
-    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    return out / "manifest.jsonl", f"{len(lines)} recordings"
+def digit_strings(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(DIGITS, rng.integers(1, 8))) for _ in range(n)]
 
 
-def klettres_run(work: Path, args) -> list:
-    """Train on espeak-ng speaking klettres' own vocabulary (letters, words), test on the people."""
-    manifest, why = klettres_manifest(work)
-    if manifest is None:
-        return [("klettres-data (human)", "-", {"skipped": why})]
-    vocab = sorted({json.loads(line)["text"] for line in manifest.read_text().splitlines()})
-    data = work / "klettres-synth"
-    if not (data / "manifest.jsonl").exists():
-        make_data(data, args.klettres_n, vocab, 4, "all", words_per_utterance=(1, 1))
-    s = ASRSettings(steps=args.steps, eval_every=args.eval_every)
-    t = ASRTask(s, data / "manifest.jsonl")
-    shutil.rmtree(work / "model-klettres", ignore_errors=True)
-    summary = fit(t, s, work / "model-klettres", max_time=args.klettres_time, progress=False,
-                  clock=time.process_time if args.clock == "cpu" else time.monotonic)
-    print(f"klettres vocabulary ({len(vocab)} items): trained {summary['step']} steps on "
-          f"{len(t.train_feats)} espeak-ng utterances, best val CER {summary['best']:.4f}",
-          flush=True)
-    rows = []
-    for beam in (1, args.beam):
-        r = load_model(work / "model-klettres").evaluate(manifest, beam)
-        rows.append((f"klettres-data letters + words, human ({why})",
-                     "greedy" if beam == 1 else f"beam {beam}", r))
-    return rows
+def write_mulaw_wav(path: Path, x: np.ndarray, rate: int) -> None:
+    """8-bit G.711 mu-law WAV (format 7), as telephone recordings often are."""
+    codes = mulaw_encode(x).tobytes()
+    fmt = (7).to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little") \
+        + rate.to_bytes(4, "little") + (1).to_bytes(2, "little") + (8).to_bytes(2, "little") + b"\0\0"
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" \
+        + len(codes).to_bytes(4, "little") + codes + b"\0" * (len(codes) & 1)
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
 
 
-def digits_run(work: Path, args) -> list:
-    """Spoken digit strings: train on the training voices, test on held-out and training voices."""
-    t0 = time.monotonic()
-    sets = {"train": (args.n_train, 1), "heldout": (args.n_test, 2), "train-voices-test": (args.n_test, 3)}
-    for name, (n, seed) in sets.items():
-        if not (work / name / "manifest.jsonl").exists():
-            make_data(work / name, n, "digits", seed, "heldout" if name == "heldout" else "train")
-    print(f"data: {time.monotonic() - t0:.0f} s; load {load()}", flush=True)
+def write_manifest(folder: Path, records: list[dict]) -> Path:
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder / "manifest.jsonl"
 
-    kw = {k: v for k, v in dict(hidden=args.hidden, layers=args.layers).items() if v is not None}
-    s = ASRSettings(cell=args.cell, steps=args.steps, eval_every=args.eval_every, **kw)
-    t = ASRTask(s, work / "train" / "manifest.jsonl")
-    shutil.rmtree(work / "model", ignore_errors=True)
-    wall0, cpu0 = time.monotonic(), time.process_time()
-    print(f"training {s.cell} {s.layers}x{s.hidden}, {t.model.num_parameters():,} parameters, "
-          f"{len(t.train_feats)} utterances; load {load()}", flush=True)
-    # shared cores: --clock cpu counts the CPU time this process got, not wall time
-    summary = fit(t, s, work / "model", max_time=args.max_time, progress=False,
-                  clock=time.process_time if args.clock == "cpu" else time.monotonic)
-    print(f"trained {summary['step']} steps in {time.monotonic() - wall0:.0f} s wall, "
-          f"{time.process_time() - cpu0:.0f} s CPU, best val CER "
-          f"{summary['best']:.4f}; load {load()}", flush=True)
-    h = summary["run"].history
-    for k in range(0, len(h["eval_step"]), max(len(h["eval_step"]) // 12, 1)):
-        print(f"  step {h['eval_step'][k]:6d}  val CER {h['eval']['cer'][k]:.4f}")
 
-    rows = []
-    for name in ("heldout", "train-voices-test"):
-        for beam in (1, args.beam):
-            r = load_model(work / "model").evaluate(work / name / "manifest.jsonl", beam)
-            rows.append((f"digits, {name} voices", "greedy" if beam == 1 else f"beam {beam}", r))
-    return rows
+# ------------------------------------------------------------------------------ (b) flite, festival
+def reserved_synth_set(folder: Path, n: int, seed: int, line: bool) -> tuple[Path | None, str]:
+    """Digit strings from flite and festival voices (never used for training)."""
+    voices = []
+    if shutil.which("flite"):
+        listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split()
+        voices += [("flite", v) for v in FLITE_VOICES if v in listed]
+    if shutil.which("text2wave"):
+        for v in FESTIVAL_VOICES:
+            found = list(Path("/usr/share/festival/voices").glob(f"*/{v}"))
+            if found:
+                voices.append(("festival", v))
+    if not voices:
+        return None, "neither flite nor festival is installed (apt-get install flite festival ...)"
+    manifest = folder / "manifest.jsonl"
+    if manifest.exists():
+        return manifest, ", ".join(f"{e}:{v}" for e, v in voices)
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        for k, text in enumerate(digit_strings(n, seed)):
+            engine, voice = voices[k % len(voices)]
+            if engine == "flite":
+                subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True)
+            else:
+                subprocess.run(["text2wave", "-eval", f"(voice_{voice})", "-o", str(raw)],
+                               input=text.encode(), check=True, capture_output=True)
+            x, rate = read_wav(raw)
+            wav = folder / "wav" / f"{k:05d}.wav"
+            if line:
+                y = telephone(resample(x, rate, 16000), 16000)
+                write_mulaw_wav(wav, resample(y, 16000, 8000), 8000)
+            else:
+                write_wav(wav, x, rate)
+            records.append({"audio": f"wav/{k:05d}.wav", "text": text, "voice": f"{engine}:{voice}"})
+    return write_manifest(folder, records), ", ".join(f"{e}:{v}" for e, v in voices)
+
+
+# ------------------------------------------------------------------------------ (c) real people
+def allison_set(folder: Path, n: int, seed: int) -> tuple[Path | None, str]:
+    """Allison's recorded digits joined into digit strings, 8 kHz mu-law."""
+    files = [ALLISON / f"{d}.wav" for d in range(10)]
+    if not all(f.is_file() for f in files):
+        return None, "asterisk-core-sounds-en-wav not installed (apt-get install asterisk-core-sounds-en-wav)"
+    manifest = folder / "manifest.jsonl"
+    what = f"{ALLISON}/0.wav..9.wav"
+    if manifest.exists():
+        return manifest, what
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    clips = []
+    for f in files:
+        x, rate = read_wav(f)
+        clips.append(resample(x, rate, 8000))
+    rng = np.random.default_rng(seed)
+    records = []
+    for k in range(n):
+        digits = rng.integers(0, 10, rng.integers(1, 8))
+        parts = [np.zeros(int(8000 * rng.uniform(0.1, 0.3)), np.float32)]
+        for d in digits:
+            parts += [clips[d], np.zeros(int(8000 * rng.uniform(0.05, 0.3)), np.float32)]
+        x = np.concatenate(parts)
+        x = x + rng.standard_normal(len(x)).astype(np.float32) * 10 ** (-55 / 20)  # the line's hiss
+        write_mulaw_wav(folder / "wav" / f"{k:05d}.wav", x, 8000)
+        records.append({"audio": f"wav/{k:05d}.wav", "text": " ".join(DIGITS[d] for d in digits)})
+    return write_manifest(folder, records), what
+
+
+def allison_digits_set(folder: Path) -> tuple[Path | None, str]:
+    """Allison's ten recordings one at a time: which digits does the model hear?"""
+    files = [ALLISON / f"{d}.wav" for d in range(10)]
+    if not all(f.is_file() for f in files):
+        return None, "asterisk-core-sounds-en-wav not installed (apt-get install asterisk-core-sounds-en-wav)"
+    records = [{"audio": str(f), "text": DIGITS[d]} for d, f in enumerate(files)]
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_manifest(folder, records), f"{ALLISON}/0.wav..9.wav as they are (8 kHz PCM)"
+
+
+def tidigits_set(folder: Path) -> tuple[Path | None, str]:
+    if not TIDIGITS.is_file():
+        return None, "pocketsphinx-testdata not installed (apt-get install pocketsphinx-testdata)"
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    x = np.fromfile(TIDIGITS, "<i2").astype(np.float32) / 32768  # 16 kHz, 16-bit, headerless
+    y = telephone(x, 16000)
+    write_mulaw_wav(folder / "wav" / "dhd.2934z.wav", resample(y, 16000, 8000), 8000)
+    return write_manifest(folder, [{"audio": "wav/dhd.2934z.wav", "text": "two nine three four zero"}]), \
+        str(TIDIGITS)
+
+
+# ------------------------------------------------------------------------------ the run
+def test_sets(work: Path, args) -> list[tuple[str, Path | None, str]]:
+    sets = []
+    folder = work / "heldout"
+    try:
+        if not (folder / "manifest.jsonl").exists():
+            make_data(folder, args.n_test, "digits", 2, "heldout")
+        sets.append(("(a) espeak-ng, held-out voice variants", folder / "manifest.jsonl",
+                     "asr make-data --voices heldout --seed 2"))
+    except ValueError as exc:
+        sets.append(("(a) espeak-ng, held-out voice variants", None, str(exc)))
+    m, what = reserved_synth_set(work / "flite-festival", args.n_test, 3, line=False)
+    sets.append(("(b) flite + festival, never trained on", m, what))
+    m, what = reserved_synth_set(work / "flite-festival-8k", args.n_test, 4, line=True)
+    sets.append(("(b) flite + festival, 8 kHz mu-law line", m, what))
+    m, what = allison_set(work / "allison-8k", args.n_test, 5)
+    sets.append(("(c) human (Allison, asterisk prompts), 8 kHz mu-law", m, what))
+    m, what = allison_digits_set(work / "allison-digits")
+    sets.append(("(c) human (Allison), each digit alone", m, what))
+    m, what = tidigits_set(work / "tidigits-8k")
+    sets.append(("(c) human (TIDIGITS dhd.2934z), 8 kHz mu-law", m, what))
+    return sets
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="/tmp/rnnkit_asr_bench")
-    ap.add_argument("--n-train", type=int, default=6000)
-    ap.add_argument("--n-test", type=int, default=500)
-    ap.add_argument("--max-time", type=float, default=1800.0)
-    ap.add_argument("--steps", type=int, default=100_000)
-    ap.add_argument("--beam", type=int, default=8)
-    ap.add_argument("--cell", default="gru")
-    ap.add_argument("--hidden", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=None)
-    ap.add_argument("--eval-every", type=int, default=200)
-    ap.add_argument("--klettres-time", type=float, default=300.0,
-                    help="seconds to train the klettres-vocabulary model (0 = skip that part)")
-    ap.add_argument("--klettres-n", type=int, default=3000)
-    ap.add_argument("--skip-digits", action="store_true", help="only the klettres part")
+    ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--n-test", type=int, default=200)
+    ap.add_argument("--max-time", type=float, default=900.0, help="asr train --max-time (seconds)")
+    ap.add_argument("--model", default=None, help="score this checkpoint instead of training one")
+    ap.add_argument("--augment", default="full", choices=("full", "none"))
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="what --max-time counts: wall time, or this process's CPU time (shared cores)")
+                    help="what --max-time counts: wall time, or this process's CPU time")
     args = ap.parse_args()
     work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    rows = [] if args.skip_digits else digits_run(work, args)
-    if args.klettres_time > 0:
-        rows += klettres_run(work, args)
-    print("\n| test set | decoding | utterances | CER | WER |\n|---|---|---|---|---|")
-    for name, how, r in rows:
-        if "skipped" in r:
-            print(f"| {name} | - | - | skipped: {r['skipped']} | |")
-        else:
-            print(f"| {name} | {how} | {r['utterances']} | {r['cer']:.4f} | {r['wer']:.4f} |")
-    print(f"\ntotal {time.monotonic() - t0:.0f} s; load {load()}")
+    print(f"CPU: {cpu_name()}; {load()}; BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}", flush=True)
+    sets = test_sets(work, args)
+    print(f"test sets ready in {time.monotonic() - t0:.0f} s", flush=True)
+
+    if args.model is None:
+        train = work / "train" / "manifest.jsonl"
+        if not train.exists():
+            make_data(train.parent, args.n_train, "digits", 1, "train")
+        model = work / "model"
+        s = ASRSettings(augment=args.augment)
+        print(f"asr train settings: {json.dumps(asdict(s))}, --max-time {args.max_time}", flush=True)
+        shutil.rmtree(model, ignore_errors=True)
+        w0, c0 = time.monotonic(), time.process_time()
+        # `rnnkit asr train --max-time` with its default settings; --clock cpu counts this
+        # process's CPU time instead of wall time (shared cores)
+        summary = fit(ASRTask(s, train), s, model, max_time=args.max_time, progress=False,
+                      clock=time.process_time if args.clock == "cpu" else time.monotonic)
+        print(f"trained {summary['step']} steps in {time.monotonic() - w0:.0f} s wall, "
+              f"{time.process_time() - c0:.0f} s CPU (this process), best val CER "
+              f"{summary['best']:.4f}; {load()}", flush=True)
+        h = summary["run"].history
+        for step, cer in zip(h["eval_step"], h["eval"]["cer"]):
+            print(f"  step {step:6d}  val CER {cer:.4f}")
+    else:
+        model = Path(args.model)
+    print(f"model: {model}", flush=True)
+
+    print("\n| test set | utterances | greedy CER | beam 8 CER | beam 8 + words CER | WER (words) |")
+    print("|---|---|---|---|---|---|")
+    for name, manifest, what in sets:
+        if manifest is None:
+            print(f"| {name} | skipped: {what} | | | | |", flush=True)
+            continue
+        recognizer = load_model(model)
+        g = recognizer.evaluate(manifest, beam=1, lm="none")
+        b = recognizer.evaluate(manifest, beam=8, lm="none")
+        w = recognizer.evaluate(manifest, beam=8, lm="auto")
+        print(f"| {name} | {g['utterances']} | {g['cer']:.4f} | {b['cer']:.4f} | {w['cer']:.4f} | "
+              f"{w['wer']:.4f} |", flush=True)
+    print("\nsources: " + "; ".join(f"{name}: {what}" for name, _, what in sets))
+    print(f"total {time.monotonic() - t0:.0f} s; {load()}")
 
 
 if __name__ == "__main__":

@@ -179,3 +179,13 @@ class GRUCell(_Cell):
                                     np.empty_like(h_prev), np.empty_like(h_prev), self.reset_after,
                                     fast.gru_pointwise_backward if fast else gru_pointwise_backward)
         return self._weight_grads(x, h_prev, dgi, dgh, None if self.reset_after else hn), dh_prev
+
+
+CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+
+
+def recurrent_cell(cell: str, *args, **kwargs) -> _Cell:
+    """``RNNCell``, ``LSTMCell`` or ``GRUCell`` by its name, built with the arguments."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    return CELLS[cell](*args, **kwargs)

@@ -22,12 +22,13 @@ The numbers (docs/diagnostics.md has the derivations):
   from every later step; for an LSTM **dL/dc_t** is the cell state's, through h_t and c_{t+1}.
   Reverse directions are mapped back to time positions.
 * ``last_step_only=True`` keeps, of the gradient arriving at a recurrent call's outputs, only
-  each direction's last step (the last valid position forward, the first backward; the final
-  state's gradient is kept too, as it sits at the same step): the backward of a loss on the last
-  step alone, from which the **gradient horizon** is measured.  Each recurrent call is measured
+  each direction's last step that receives one (the last valid position forward, the first
+  backward, where a loss sits at every step or at the end; the final state's gradient is kept
+  too, as it sits at that step; an earlier step where the last ones have no target): the
+  backward of a loss on that step alone, from which the **gradient horizon** is measured.  Each recurrent call is measured
   as if the loss sat at its own last step (a measurement, not a training pass).
-* **profile** g(k): the geometric mean over sequences of ||dL/dh|| k steps back from the loss,
-  relative to its value at the loss (k = 0); **horizon**: the number of steps back over which
+* **profile** g(k): the geometric mean over sequences of ||dL/dh|| k steps back from the loss
+  step (the last step, in the direction's order, with a gradient), relative to its value there; **horizon**: the number of steps back over which
   g stays at or above ``threshold`` (1e-3), the whole sequence when it never falls below;
   **decay**: the geometric mean of the per-step ratio ||dL/dh_{t-1}|| / ||dL/dh_t|| (in the
   direction's own order); **growth**: max_k g(k) (> 1: the norm grows going back).
@@ -138,16 +139,22 @@ class DirectionProbe:
         self.dh = np.empty((T, N))
         self.dc = np.empty((T, N)) if cache["kind"] == "lstm" else None
 
-    def input_gradient(self, dy: np.ndarray) -> np.ndarray:
-        """dy (T, N, P) in the loop's order; with last_step_only, at the top layer, only each
-        sequence's last step of it."""
+    def input_gradient(self, dy: np.ndarray, dh: np.ndarray | None) -> np.ndarray:
+        """dy (T, N, P) in the loop's order, dh (N, P) the final state's gradient or None; with
+        last_step_only, at the top layer, only each sequence's last step that receives a
+        gradient: its last valid step where the final state has one, else the last step where
+        dy is not 0 (a task with no target on its last steps)."""
         if not (self.record.last_step_only and self.top):
             return dy
         T, N, _ = dy.shape
         lengths = self.record.lengths
+        hit = np.any(dy != 0, axis=2)  # (T, N)
+        last = np.where(hit.any(axis=0), T - 1 - np.argmax(hit[::-1], axis=0), -1)
+        if dh is not None:
+            last = np.where(np.any(np.asarray(dh) != 0, axis=1), lengths - 1, last)
         keep = np.zeros((T, N, 1), dy.dtype)
-        rows = np.flatnonzero(lengths > 0)
-        keep[lengths[rows] - 1, rows] = 1
+        rows = np.flatnonzero(last >= 0)
+        keep[last[rows], rows] = 1
         return dy * keep
 
     def step(self, t: int, dh: np.ndarray, dc: np.ndarray | None) -> None:
@@ -263,20 +270,24 @@ def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
 
 def steps_back(norms: np.ndarray, lengths: np.ndarray, reverse: bool) -> np.ndarray:
     """(N, T) norms at time positions -> (N, T) the same counted back from each sequence's loss
-    step: column k is k steps back in the direction's own order (NaN beyond a sequence)."""
+    step, the last step (in the direction's own order) with a norm above 0: column k is k steps
+    back from it (NaN beyond the sequence's start, and for a sequence without gradient)."""
     N, T = norms.shape
     k = np.arange(T)[None, :]
     lengths = lengths[:, None]
-    pos = np.broadcast_to(k if reverse else lengths - 1 - k, (N, T))
     inside = k < lengths
-    back = np.take_along_axis(norms, np.clip(pos, 0, T - 1), axis=1)
-    return np.where(inside, back, np.nan)
+    pos = np.broadcast_to(lengths - 1 - k if reverse else k, (N, T))  # step k's position
+    steps = np.where(inside, np.take_along_axis(norms, np.clip(pos, 0, T - 1), axis=1), np.nan)
+    hit = steps > 0  # NaN compares False
+    tau = np.where(hit.any(axis=1), T - 1 - np.argmax(hit[:, ::-1], axis=1), -1)[:, None]
+    back = np.take_along_axis(steps, np.clip(tau - k, 0, T - 1), axis=1)
+    return np.where(k <= tau, back, np.nan)
 
 
 def profile(norms: np.ndarray, lengths: np.ndarray, reverse: bool = False) -> np.ndarray:
     """g(k), k = 0 .. T-1: the geometric mean over sequences of the norm k steps back from the
-    loss relative to the norm at the loss; NaN where no sequence is that long.  Sequences with
-    no gradient at the loss are left out; a norm of 0 counts as the smallest positive float."""
+    loss step (`steps_back`) relative to the norm there; NaN where no sequence reaches that far.
+    Sequences without gradient are left out; a norm of 0 counts as the smallest positive float."""
     back = steps_back(norms, lengths, reverse)
     tiny = np.finfo(np.float64).tiny
     at_loss = back[:, :1]
@@ -296,16 +307,17 @@ def horizon(g: np.ndarray, threshold: float = THRESHOLD) -> tuple[int | None, bo
 
 
 def decay_ratio(norms: np.ndarray, lengths: np.ndarray, reverse: bool = False) -> float:
-    """The geometric mean of ||dL/dh_{t-1}|| / ||dL/dh_t|| over the steps of every sequence
-    (the direction's own order; sequences of 2 steps or more with a gradient at the loss)."""
+    """The geometric mean of ||dL/dh_{t-1}|| / ||dL/dh_t|| over the steps from each sequence's
+    loss step back to its start (the direction's own order; sequences with a gradient and at
+    least one step before the loss step)."""
     back = steps_back(norms, lengths, reverse)
     tiny = np.finfo(np.float64).tiny
-    n = np.arange(len(lengths))
-    use = (lengths >= 2) & (back[:, 0] > 0)
+    span = np.sum(~np.isnan(back), axis=1) - 1  # steps from the loss step back to the start
+    use = (span >= 1) & (back[:, 0] > 0)
     if not use.any():
         return float("nan")
-    first = np.maximum(back[n[use], lengths[use] - 1], tiny)  # the step farthest from the loss
-    logs = (np.log(first) - np.log(back[use, 0])) / (lengths[use] - 1)
+    first = np.maximum(back[use, span[use]], tiny)  # the step farthest from the loss
+    logs = (np.log(first) - np.log(back[use, 0])) / span[use]
     return float(np.exp(logs.mean()))
 
 

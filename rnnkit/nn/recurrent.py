@@ -94,7 +94,7 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None, probe=None):
     if mask is not None:
         dy = dy * mask  # outputs at padded steps are constants (0): their gradient is ignored
     if probe is not None:
-        dy = probe.input_gradient(dy)  # with last_step_only: the last step's alone
+        dy = probe.input_gradient(dy, dh)  # with last_step_only: the last step's alone
     dh = np.zeros_like(h0) if dh is None else np.array(dh, dtype, copy=True)  # (N, P), in place
     dh_new = np.empty_like(dh)  # a step's dh_prev (copied into dh where the mask is set)
     if kind == "rnn":
@@ -493,3 +493,13 @@ class GRU(_Recurrent):
                  **kw) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, bidirectional, dropout,
                          reset_after=reset_after, **kw)
+
+
+LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def recurrent_layer(cell: str, *args, **kwargs) -> _Recurrent:
+    """``RNN``, ``LSTM`` or ``GRU`` by its name ("rnn", "lstm", "gru"), built with the arguments."""
+    if cell not in LAYERS:
+        raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {cell!r}")
+    return LAYERS[cell](*args, **kwargs)

@@ -107,7 +107,10 @@ def report(summary: dict, task: Task, out) -> str:
            "interrupted": " (interrupted; --resume continues)",
            "early-stopped": " (early stop: no better validation)"}.get(summary["stopped"], "")
     best = summary["best"]
-    shown = task.show(task.metric, best) if math.isfinite(best) else "n/a"
-    return (f"step {summary['step']} of {summary['steps']}{how}: best validation {task.metric} "
-            f"{shown} at step {summary['best_step']}, {summary['steps_per_second']:.2f} steps/s; "
-            f"checkpoint in {out}")
+    if math.isfinite(best):
+        kept = (f"best validation {task.metric} {task.show(task.metric, best)} at step "
+                f"{summary['best_step']}")
+    else:
+        kept = "no validation metric: the last parameters are the model"
+    return (f"step {summary['step']} of {summary['steps']}{how}: {kept}, "
+            f"{summary['steps_per_second']:.2f} steps/s; checkpoint in {out}")

@@ -337,6 +337,7 @@ def fit(task: Task, settings: TrainSettings, out: str | Path | None = None, *,
         run.save(final=True)
     finally:
         bar.close()
+        task.close()
     for cb in callbacks:
         cb.on_fit_end(run)
     seconds = run.elapsed - elapsed0

@@ -56,9 +56,8 @@ class TrainSettings:
 
     def check(self) -> None:
         """Raise ValueError naming the flag of the first setting out of its range."""
-        for name in ("hidden", "layers", "batch", "steps", "eval_every"):
-            _at_least(self, name, 1)
-        _at_least(self, "warmup", 0)
+        at_least(self, "hidden", "layers", "batch", "steps", "eval_every")
+        at_least(self, "warmup", low=0)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -70,10 +69,13 @@ class TrainSettings:
             raise ValueError(f"--min-lr must be >= 0, got {self.min_lr}")
 
 
-def _at_least(s: Any, name: str, low: int) -> None:
-    value = getattr(s, name)
-    if value is not None and value < low:
-        raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
+def at_least(settings: Any, *names: str, low: int = 1) -> None:
+    """Each named setting is at least ``low`` (None: worked out later, allowed); else a
+    ValueError naming the flag."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and value < low:
+            raise ValueError(f"{flag_name(name)} must be >= {low}, got {value}")
 
 
 def with_defaults(base: type, shown: dict[str, str] | None = None, **defaults: Any) -> type:

@@ -93,6 +93,9 @@ class Task:
         _hash_arrays(h, self.batch(0))
         return h.hexdigest()
 
+    def close(self) -> None:
+        """Release what the task holds open (worker processes); called when `fit` returns."""
+
     def describe(self) -> str:
         """One line on the data and the model, printed when training starts."""
         return ""

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 import rnnkit
-from rnnkit.apps.asr.data import read_manifest
-from rnnkit.apps.asr.decode import edit_distance, error_rates, greedy_decode, prefix_beam_search
+from rnnkit.apps.asr.data import AugmentedBatches, PrefetchedBatches, load_features, read_manifest
+from rnnkit.apps.asr.decode import (WordLM, constrained_beam_search, edit_distance, error_rates,
+                                    greedy_decode, prefix_beam_search)
 from rnnkit.apps.asr.model import Alphabet, normalize_text
 from rnnkit.apps.asr.train import ASRSettings, ASRTask, load_model
 from rnnkit.cli import main
-from rnnkit.data.audio import write_wav
+from rnnkit.data.audio import FeatureConfig, write_wav
 from rnnkit.data.batching import length_buckets
 from rnnkit.nn import log_softmax
 from rnnkit.train.engine import fit
@@ -150,7 +151,7 @@ def test_manifest_errors_name_the_line(tmp_path):
 
 # ------------------------------------------------------------------------------ training
 TINY = dict(hidden=32, layers=1, batch=16, lr=1e-2, warmup=10, eval_every=50, dropout=0.0,
-            stack=2, skip=2, val_fraction=0.1)
+            stack=2, skip=2, val_fraction=0.1, augment="none")  # tones: pitch is the label
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +240,130 @@ def test_cli_train_max_time_with_lstm(tmp_path, capsys):
     assert "--max-time reached" in err and "lstm 2x16" in err
     model = load_model(tmp_path / "m").model
     assert model.cfg.cell == "lstm" and model.cfg.layers == 2
+
+
+# ------------------------------------------------------------------------------ word constraint
+def test_word_lm_counts_and_probabilities_by_hand():
+    lm = WordLM.from_texts(["one two", "one one", "two"])
+    assert lm.unigrams == {"one": 3, "two": 2} and lm.total == 5
+    assert lm.bigrams == {"<s> one": 2, "one two": 1, "one one": 1, "<s> two": 1}
+    assert lm.logp("<s>", "one", order=1) == pytest.approx(math.log(3 / 5))
+    # interpolated bigram: 0.7 * P(two | one) + 0.3 * P(two) = 0.7 * 1/2 + 0.3 * 2/5
+    assert lm.logp("one", "two") == pytest.approx(math.log(0.35 + 0.12))
+    assert lm.logp("one", "three") == -math.inf and lm.logp("x", "two", order=0) == pytest.approx(math.log(1 / 2))
+    assert lm.entropy() == pytest.approx(-(0.6 * math.log(0.6) + 0.4 * math.log(0.4)))
+    assert not lm.closed(3) and lm.closed(2)
+    assert WordLM.from_json(json.loads(json.dumps(lm.to_json()))).bigrams == lm.bigrams
+
+
+def spell(chars, text, frames_per_char=2):
+    """Log-probabilities (T, C) that spell ``text`` with a blank after each character."""
+    ids = [chars.index(c) + 1 for c in text]
+    T = len(ids) * (frames_per_char + 1)
+    logp = np.full((T, len(chars) + 1), np.log(0.01))
+    for j, k in enumerate(ids):
+        logp[j * (frames_per_char + 1) : j * (frames_per_char + 1) + frames_per_char, k] = np.log(0.9)
+        logp[j * (frames_per_char + 1) + frames_per_char, 0] = np.log(0.9)
+    return logp - np.logaddexp.reduce(logp, axis=1, keepdims=True)
+
+
+def test_constrained_search_only_spells_words_of_the_vocabulary():
+    chars = " efinorw"
+    lm = WordLM.from_texts(["one nine", "nine one", "one", "nine"])
+    # the acoustics say "nie one": "nie" is no word; the nearest spelling in the vocabulary wins
+    logp = spell(chars, "nie one")
+    greedy = "".join(chars[k - 1] for k in greedy_decode(logp))
+    assert greedy == "nie one"
+    ids, score = constrained_beam_search(logp, chars, lm, beam=16)
+    text = "".join(chars[k - 1] for k in ids)
+    assert all(w in lm for w in text.split()) and text == "nine one"
+    # where the acoustics spell vocabulary words the constraint changes nothing
+    ids, _ = constrained_beam_search(spell(chars, "one nine one"), chars, lm, beam=8)
+    assert "".join(chars[k - 1] for k in ids) == "one nine one"
+    # acoustics that stop inside a word: only whole words come out, never "ni"
+    for spoken in ("one ni", "nin", "o"):
+        ids, _ = constrained_beam_search(spell(chars, spoken, 1), chars, lm, beam=2, prune=-3.0)
+        assert all(w in lm for w in "".join(chars[k - 1] for k in ids).split()), spoken
+    with pytest.raises(ValueError, match="characters for"):
+        constrained_beam_search(logp, chars[:-1], lm)
+
+
+def test_constrained_search_equals_exhaustive_search_over_the_vocabulary(rng):
+    """With a wide beam: the best of all word sequences, total CTC probability + word scores."""
+    from rnnkit.nn.ctc import CTCLoss
+    chars = "ab "
+    lm = WordLM({"a": 1, "ab": 1, "b": 1})
+    logp = log_softmax(rng.standard_normal((7, 4)) * 2)
+    ctc = CTCLoss(reduction="none")
+    best, best_score = None, -math.inf
+    for n in (1, 2, 3):
+        for words in itertools.product(sorted(lm.unigrams), repeat=n):
+            text = " ".join(words)
+            y = np.array([[chars.index(c) + 1 for c in text]])
+            nll = ctc.forward(logp[None], y, np.array([7]), np.array([len(text)]))[0]
+            score = -nll + n * (0.5 * math.log(1 / 3) + 0.5 * math.log(3))  # alpha log P + beta: 0
+            if score > best_score:
+                best, best_score = text, score
+    ids, score = constrained_beam_search(logp, chars, lm, beam=256, order=0, prune=None)
+    assert "".join(chars[k - 1] for k in ids) == best
+    assert score == pytest.approx(best_score, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------ augmented batches
+def test_augmented_batches_are_a_function_of_seed_and_step(tmp_path):
+    m = make_manifest(tmp_path / "d", 40, seed=5)
+    items = read_manifest(m)
+    alphabet = Alphabet.for_texts([t for _, t in items])
+    targets = [alphabet.encode(t) for _, t in items]
+    cfg = FeatureConfig(stack=2, skip=2)
+    a = AugmentedBatches(items, targets, cfg, batch=8, seed=3, workers=1)
+    b = AugmentedBatches(items, targets, cfg, batch=8, seed=3, waveforms=a.waves)
+    for step in (7, 0, 3):  # any order: nothing carries over from one call to the next
+        xa, la, ya, yla = a.batch(step)
+        xb, lb, yb, ylb = b.batch(step)
+        for u, v in zip((xa, la, ya, yla), (xb, lb, yb, ylb)):
+            np.testing.assert_array_equal(u, v)
+    x1, *_ = a.batch(1)
+    assert not np.array_equal(a.batch(2)[0][:1], x1[:1])
+    c = AugmentedBatches(items, targets, cfg, batch=8, seed=4, waveforms=a.waves)
+    assert not np.array_equal(c.batch(7)[0], a.batch(7)[0])
+    # an epoch visits every utterance once
+    seen = np.concatenate([a.indices(s) for s in range(a.order.per_epoch)])
+    assert sorted(seen.tolist()) == list(range(40))
+    # the input lengths are the augmented frame counts: rows are exactly zero past them
+    x, lengths, y, ylen = a.batch(5)
+    idx = a.indices(5)
+    for row, i in enumerate(idx):
+        utt = a.utterance(5, i)
+        assert lengths[row] == len(utt)
+        np.testing.assert_array_equal(x[row, : lengths[row]], utt)
+        assert not x[row, lengths[row]:].any()
+        assert ylen[row] == len(targets[i]) and list(y[row, : ylen[row]]) == list(targets[i])
+    # speed perturbation really changes the frame counts relative to the clean features
+    clean = [len(f) for f in load_features([items[i] for i in idx], cfg)]
+    assert np.any(lengths != np.array(clean))
+    # prefetched in a worker process: the same batches
+    pf = PrefetchedBatches(a, workers=1, ahead=2)
+    try:
+        for step in (0, 1, 2, 5):
+            for u, v in zip(pf.batch(step), a.batch(step)):
+                np.testing.assert_array_equal(u, v)
+    finally:
+        pf.close()
+
+
+def test_transcribe_reports_each_bad_file_and_still_transcribes_the_rest(trained, capsys, tmp_path):
+    root, _, _, test = trained
+    items = read_manifest(test)[:2]
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "song.ogg").write_bytes(b"OggS" + bytes(60))
+    write_wav(tmp_path / "quiet.wav", np.zeros(8000), 8000)
+    paths = [str(items[0][0]), str(tmp_path / "empty.wav"), str(tmp_path / "song.ogg"),
+             str(tmp_path / "quiet.wav"), str(items[1][0])]
+    assert main(["asr", "transcribe", "--model", str(root / "model"), "--lm", "none"] + paths) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("rnnkit: error: ") for line in lines)
+    assert "empty.wav: empty file" in lines[0] and "song.ogg: an Ogg" in lines[1]
+    assert "quiet.wav: silence only" in lines[2] and "Traceback" not in err
+    assert [line.split("\t")[0] for line in out.splitlines()] == [paths[0], paths[4]]

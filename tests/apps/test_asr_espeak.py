@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from rnnkit.apps.asr.data import (ACCENTS, DIGITS, WORDS, available_voices, heldout_variant,
-                                  read_manifest, split_variants)
+from rnnkit.apps.asr.data import (DIGITS, WORDS, available_voices, heldout_variant, read_manifest,
+                                  split_variants, synthesize)
 from rnnkit.cli import main
 from rnnkit.data.audio import read_wav
 
@@ -15,11 +15,22 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espea
 
 def test_voices_are_validated_and_split():
     accents, variants = available_voices()
-    assert set(accents) <= set(ACCENTS) and "en-us" in accents
-    assert "f2" in variants and "whisper" not in variants
+    assert "gmw/en-US" in accents and "gmw/en" in accents and all(a.startswith("gmw/") for a in accents)
+    assert "f2" in variants and "klatt" in variants and "whisper" not in variants
     held, train = split_variants(variants, "heldout"), split_variants(variants, "train")
     assert set(held).isdisjoint(train) and set(held) | set(train) == set(variants)
     assert all(heldout_variant(v) for v in held) and 0.1 < len(held) / len(variants) < 0.35
+
+
+def test_every_accent_applies_its_variant():
+    """espeak-ng 1.51 silently ignores '+f2' after '-v en-gb'; by voice file it is applied."""
+    import shutil as sh
+    exe = sh.which("espeak-ng")
+    accents, _ = available_voices()
+    for accent in accents:
+        plain = synthesize(exe, "one two", accent, 170, 50)[0]
+        varied = synthesize(exe, "one two", accent + "+f2", 170, 50)[0]
+        assert len(plain) != len(varied) or not np.array_equal(plain, varied), accent
 
 
 def test_make_data_writes_wavs_and_a_manifest(tmp_path, capsys):
@@ -37,6 +48,7 @@ def test_make_data_writes_wavs_and_a_manifest(tmp_path, capsys):
         assert rate == 16000 and 0.2 < len(x) / rate < 10 and np.abs(x).max() > 0.05
         accent, variant = rec["voice"].split("+")
         assert variant in variants and heldout_variant(variant)
+        assert 80 <= rec["speed"] <= 260 and 0 <= rec["gap"] <= 30 and rec["range"] in ("x-low", "low", "medium", "high", "x-high")
     assert len(read_manifest(out / "manifest.jsonl")) == 6
     # an existing manifest is not overwritten silently
     assert main(["asr", "make-data", "--out", str(out), "--n", "6", "--seed", "5"]) == 1

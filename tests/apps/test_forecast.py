@@ -15,7 +15,7 @@ from rnnkit.data.series import Frequency, Series, SeriesSet, read_series_csv
 from rnnkit.nn import gradcheck
 from rnnkit.train.engine import fit
 
-TINY = dict(hidden=6, steps=20, patience=2, ensemble=2, batch=16)
+TINY = dict(model="direct", hidden=6, steps=20, patience=2, ensemble=2, batch=16)
 
 
 def one_series(values, freq=Frequency("month", 1), start=2000 * 12):
@@ -106,8 +106,9 @@ def _mase(summary, name):
 def test_learns_a_noiseless_seasonal_series():
     """Trend + two harmonics: seasonal naive is off by 12 * slope at every step (MASE 1)."""
     data = one_series(seasonal_trend(132))
-    s = ForecastSettings(horizon=12, hidden=8, steps=60, patience=5, ensemble=1, seed=1)
-    summary, _ = backtest(data, s, folds=1)
+    s = ForecastSettings(horizon=12, model="direct", hidden=8, steps=60, patience=5, ensemble=1,
+                         seed=1)
+    summary, _ = backtest(data, s, folds=1, references=())
     assert _mase(summary, "seasonal_naive") == pytest.approx(1.0)
     assert _mase(summary, "model") < 0.1
 
@@ -136,10 +137,10 @@ def test_backtest_does_not_leak_the_future():
     """Corrupting every value after fold 1's origin leaves fold 1's forecasts bit-identical."""
     y = seasonal_trend(90, noise=1.0)
     s = ForecastSettings(horizon=6, **TINY)
-    _, clean = backtest(one_series(y), s, folds=2)
+    _, clean = backtest(one_series(y), s, folds=2, references=())
     y_bad = y.copy()
     y_bad[90 - 12:] += 1e4 * np.arange(1, 13)  # fold 1's origin is 2 * 6 before the end
-    _, dirty = backtest(one_series(y_bad), s, folds=2)
+    _, dirty = backtest(one_series(y_bad), s, folds=2, references=())
     f1_clean, f1_dirty = clean[0], dirty[0]
     assert f1_clean["fold"] == f1_dirty["fold"] == 1 and f1_clean["origin"] == 90 - 12
     for key in ("mean", "lower_80", "upper_80", "lower_95", "upper_95"):
@@ -159,23 +160,28 @@ def test_training_targets_never_reach_validation_targets():
 
 def test_backtest_summary_and_baselines():
     y = seasonal_trend(80, noise=0.5)
-    summary, forecasts = backtest(one_series(y), ForecastSettings(horizon=4, **TINY), folds=3)
+    summary, forecasts = backtest(one_series(y), ForecastSettings(horizon=4, **TINY), folds=3,
+                                  references=())
     assert {k: summary[k] for k in ("horizon", "folds", "season")} == {"horizon": 4, "folds": 3,
                                                                          "season": 12}
-    assert set(summary["model"]) == {"mae", "rmse", "smape", "mase", "coverage_80", "coverage_95"}
-    for name in ("naive", "seasonal_naive", "drift"):
-        assert set(summary[name]) == {"mae", "rmse", "smape", "mase"}
+    assert set(summary["model"]) == {"mae", "rmse", "smape", "mase", "owa", "coverage_80",
+                                     "coverage_95", "msis", "pinball"}
+    for name in ("naive", "seasonal_naive", "drift", "naive2"):
+        assert set(summary[name]) == {"mae", "rmse", "smape", "mase", "owa"}
+    assert summary["naive2"]["owa"] == pytest.approx(1.0)
     # naive by hand, averaged over the three folds
     expect = np.mean([np.mean(np.abs(y[o:o + 4] - y[o - 1])) for o in (68, 72, 76)])
     assert summary["naive"]["mae"] == pytest.approx(expect)
     assert [f["origin"] for f in forecasts] == [68, 72, 76]
     with pytest.raises(ValueError, match="needs at least"):
-        backtest(one_series(y[:17]), ForecastSettings(horizon=4, **TINY), folds=3)  # 18 needed
+        backtest(one_series(y[:17]), ForecastSettings(horizon=4, **TINY), folds=3,
+                 references=())  # 18 needed
 
 
 def test_max_time_stops_training_early():
     y = seasonal_trend(200, noise=0.5)
-    s = ForecastSettings(horizon=6, hidden=8, steps=100_000, patience=10_000, ensemble=2)
+    s = ForecastSettings(horizon=6, model="direct", hidden=8, steps=100_000, patience=10_000,
+                         ensemble=2)
     model = Forecaster(s, Frequency("month", 1), 0)
     info = model.fit(one_series(y), max_time=1.0)
     assert info["seconds"] < 5 and info["epochs"] < 10_000 and len(model.nets) == 2
@@ -195,7 +201,7 @@ def test_one_global_model_for_many_series_keeps_each_scale(tmp_path):
     np.testing.assert_allclose(fc[1]["mean"], 1000 * fc[0]["mean"], rtol=1e-4)
     np.testing.assert_allclose(fc[1]["sd"], 1000 * fc[0]["sd"], rtol=1e-4)
     np.testing.assert_allclose(fc[2]["mean"], fc[0]["mean"] - 50, rtol=1e-4)
-    summary, _ = backtest(data, ForecastSettings(horizon=6, **TINY), folds=2)
+    summary, _ = backtest(data, ForecastSettings(horizon=6, **TINY), folds=2, references=())
     assert summary["series"] == 3
 
 
@@ -227,7 +233,8 @@ def test_covariates_and_windows(tmp_path):
 
 # ----------------------------------------------------------------------------- command line
 
-CLI_TINY = ["--hidden", "6", "--steps", "9", "--patience", "2", "--ensemble", "1", "--quiet"]
+CLI_TINY = ["--model", "direct", "--hidden", "6", "--steps", "9", "--patience", "2",
+            "--ensemble", "1", "--quiet"]
 
 
 def test_cli_backtest_json(tmp_path, capsys):
@@ -236,9 +243,14 @@ def test_cli_backtest_json(tmp_path, capsys):
                  "--folds", "2", "--json", *CLI_TINY]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["horizon"], out["folds"], out["season"]) == (4, 2, 12)
-    for name in ("model", "naive", "seasonal_naive", "drift"):
-        assert {"mae", "rmse", "smape", "mase"} <= set(out[name])
+    for name in ("model", "naive", "seasonal_naive", "drift", "naive2"):
+        assert {"mae", "rmse", "smape", "mase", "owa"} <= set(out[name])
     assert 0.0 <= out["model"]["coverage_80"] <= 1.0
+    # ETS and Theta on the same folds wherever statsforecast or statsmodels is installed
+    from rnnkit.apps.forecast import classical
+    assert out["references"] == list(classical.available())
+    for name in classical.available():
+        assert out[name]["mase"] > 0 and out[name]["owa"] > 0
 
 
 def test_cli_train_then_predict(tmp_path, capsys):

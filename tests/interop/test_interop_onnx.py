@@ -317,7 +317,7 @@ def test_cli_exports_a_trained_forecaster(tmp_path, capsys):
     model = tmp_path / "nile"
     assert main(["forecast", "train", "--csv", str(bundled_series_path("nile")), "--target",
                  "volume", "--horizon", "4", "--hidden", "4", "--steps", "6", "--patience", "1",
-                 "--ensemble", "2", "--out", str(model), "--quiet"]) == 0
+                 "--ensemble", "2", "--model", "direct", "--out", str(model), "--quiet"]) == 0
     out = tmp_path / "nile.onnx"
     assert main(["export", "onnx", "--model", str(model), "--out", str(out), "--latest"]) == 0
     fc, _ = Forecaster.load(model)

@@ -86,3 +86,15 @@ def test_calling_a_module_is_calling_forward():
     assert dx.shape == x.shape and np.abs(dx).min() > 0
     with pytest.raises(TypeError):
         rnnkit.Linear(3, 2)(np.zeros((1, 3)), np.zeros(1))  # forward's own signature applies
+
+
+def test_recurrent_layers_and_cells_by_name():
+    from rnnkit.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, recurrent_cell, recurrent_layer
+
+    for name, layer, cell in (("rnn", RNN, RNNCell), ("lstm", LSTM, LSTMCell), ("gru", GRU, GRUCell)):
+        made = recurrent_layer(name, 3, 5, num_layers=2, dtype=np.float64)
+        assert type(made) is layer and made.num_layers == 2 and made.hidden_size == 5
+        assert type(recurrent_cell(name, 3, 5)) is cell
+    for make in (recurrent_layer, recurrent_cell):
+        with pytest.raises(ValueError, match=r"cell must be one of \['gru', 'lstm', 'rnn'\], got 'tcn'"):
+            make("tcn", 3, 5)

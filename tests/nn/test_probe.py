@@ -269,6 +269,40 @@ def test_summary_numbers_by_hand():
                                [1, 0.5, 0.25, 0.125])
 
 
+def test_loss_step_is_the_last_step_with_a_gradient():
+    """A task without targets on its last steps (the ES-RNN): counted back from the last step
+    that has a gradient."""
+    norms = np.array([[1.0, 2.0, 4.0, 0.0, 0.0], [3.0, 3.0, 3.0, 3.0, 3.0]])
+    lengths = np.array([5, 5])
+    back = steps_back(norms, lengths, reverse=False)
+    np.testing.assert_array_equal(back[0], [4, 2, 1, np.nan, np.nan])
+    np.testing.assert_allclose(profile(norms[:1], lengths[:1]), [1, 0.5, 0.25, np.nan, np.nan])
+    assert horizon(profile(norms[:1], lengths[:1]), threshold=0.2) == (3, True)
+    assert decay_ratio(norms[:1], lengths[:1]) == pytest.approx(0.5)
+    # no gradient at all: left out
+    assert np.isnan(profile(np.zeros((1, 5)), lengths[:1])).all()
+    assert horizon(profile(np.zeros((1, 5)), lengths[:1])) == (None, False)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_last_step_only_keeps_the_last_step_with_a_gradient(kind):
+    """dy is 0 after step 4 (no target there): last_step_only keeps step 4's gradient alone,
+    which torch confirms with the loss at step 4 alone."""
+    rng = np.random.default_rng(5)
+    layer, x, state, lengths, dy, _ = random_case(kind, 2, False, [7, 6, 5], 0, rng, N=3)
+    dy[:, 5:] = 0
+    rec = run_recorded(layer, x, state, lengths, dy, None, last_step_only=True)
+    only = np.zeros_like(dy)
+    only[:, 4] = dy[:, 4]
+    zero = (np.zeros_like(state[0]), np.zeros_like(state[1])) if kind == "lstm" else np.zeros_like(state)
+    ref = torch_unrolled(layer, x, state, lengths, only, zero)
+    for name, (dh, dc) in ref.items():
+        assert_norms(f"{name} dL/dh", rec.directions[name].dh, dh)
+        if dc is not None:
+            assert_norms(f"{name} dL/dc", rec.directions[name].dc, dc)
+    assert summarize(rec)["l1"]["profile"][0] == 1.0
+
+
 def test_forward_side_numbers(rng):
     """Saturation, state norms and singular values against their definitions on the outputs."""
     layer = make_layer("lstm", 3, 6, 1, False, np.float64, rng)

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ...data.audio import wav_features
 from ...train.cli import add_train_options, train_command
 from . import load
 from .data import make_data
@@ -17,12 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser("make-data", help="synthesise spoken digits or words with espeak-ng",
                          description="Write N utterances (random English accent, voice variant, "
-                                     "speed, pitch, a little noise) as 16 kHz WAVs plus "
-                                     "DIR/manifest.jsonl.  Needs espeak-ng on PATH.")
+                                     "speed, pitch, pitch range, amplitude, word gap, a little "
+                                     "noise) as 16 kHz WAVs plus DIR/manifest.jsonl.  Needs "
+                                     "espeak-ng on PATH.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--n", type=int, required=True, help="number of utterances")
     p.add_argument("--vocab", choices=("digits", "words"), default="digits",
-                   help="digits: 1-7 digit words; words: 1-4 command words (default: digits)")
+                   help="digits: 1-7 digit words (zero..nine, oh); words: 1-4 command words "
+                        "(default: digits)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--voices", choices=("train", "heldout", "all"), default="train",
                    help="voice variants: the training ones, the ~1 in 5 held out from them, or "
@@ -42,16 +45,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser("transcribe", help="print the transcript of WAV files")
     p.add_argument("--model", required=True, help="checkpoint directory")
-    p.add_argument("wavs", nargs="+", metavar="WAV", help="16-bit PCM WAV files, any sample rate")
-    p.add_argument("--beam", type=int, default=1, help="prefix beam width; 1 = greedy (default: 1)")
+    p.add_argument("wavs", nargs="+", metavar="WAV",
+                   help="WAV files: 8/16/24/32-bit PCM, float, mu-law or A-law, mono or stereo, "
+                        "any sample rate")
+    _decoding_options(p)
     p.set_defaults(run=cmd_transcribe)
 
     p = verbs.add_parser("eval", help="character and word error rates on a manifest")
     p.add_argument("--model", required=True, help="checkpoint directory")
     p.add_argument("--manifest", required=True, help="JSON lines {\"audio\": WAV, \"text\": ...}")
-    p.add_argument("--beam", type=int, default=1, help="prefix beam width; 1 = greedy (default: 1)")
+    _decoding_options(p)
     p.add_argument("--json", action="store_true", help='print {"cer": .., "wer": .., "utterances": ..}')
     p.set_defaults(run=cmd_eval)
+
+
+def _decoding_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=8, help="prefix beam width; 1 with --lm none = greedy "
+                   "(default: 8)")
+    p.add_argument("--lm", choices=("auto", "none", "vocab", "bigram"), default="auto",
+                   help="word constraint from the training transcripts: vocab (only its words), "
+                        "bigram (and their word-pair statistics), none, or auto = bigram when the "
+                        "training vocabulary is closed (every word seen 3+ times) (default: auto)")
 
 
 def cmd_make_data(args: argparse.Namespace) -> int:
@@ -67,14 +81,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     recognizer = load(args.model)
-    texts = recognizer.transcribe(args.wavs, args.beam)
-    for path, text in zip(args.wavs, texts):
+    recognizer.decode([], args.beam, args.lm)  # a bad --beam or --lm is said before any audio
+    feats, good, failed = [], [], 0
+    for path in args.wavs:  # every unreadable file gets its own line; the others are transcribed
+        try:
+            feats.append(wav_features(path, recognizer.features))
+            good.append(path)
+        except ValueError as exc:
+            print(f"rnnkit: error: {exc}", file=sys.stderr)
+            failed += 1
+    texts = recognizer.decode(feats, args.beam, args.lm) if feats else []
+    for path, text in zip(good, texts):
         print(text if len(args.wavs) == 1 else f"{path}\t{text}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    result = load(args.model).evaluate(args.manifest, args.beam)
+    result = load(args.model).evaluate(args.manifest, args.beam, args.lm)
     if args.json:
         print(json.dumps(result))
     else:

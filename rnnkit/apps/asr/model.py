@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import GRU, LSTM, RNN, Dropout, Linear, Module, log_softmax
+from ...nn import Dropout, Linear, Module, log_softmax, recurrent_layer
 
-CELLS = {"gru": GRU, "lstm": LSTM, "rnn": RNN}
 DEFAULT_CHARS = " 'abcdefghijklmnopqrstuvwxyz"
 BLANK = 0
 
@@ -76,11 +75,9 @@ class SpeechModel(Module):
     def __init__(self, cfg: ModelConfig, rng: np.random.Generator,
                  dropout_rng: np.random.Generator | None = None) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
         self.cfg = cfg
         dtype = np.dtype(cfg.dtype)
-        self.rnn = CELLS[cfg.cell](cfg.input_size, cfg.hidden, num_layers=cfg.layers,
+        self.rnn = recurrent_layer(cfg.cell, cfg.input_size, cfg.hidden, num_layers=cfg.layers,
                                    bidirectional=True, dropout=cfg.dropout, dtype=dtype, rng=rng)
         self.drop = Dropout(cfg.dropout)
         self.head = Linear(2 * cfg.hidden, cfg.classes, dtype=dtype, rng=rng)

@@ -22,10 +22,11 @@ from ...data.batching import EpochBatches, pad
 from ...nn import no_grad
 from ...nn.ctc import CTCLoss
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, with_defaults
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
-from .data import load_features, read_manifest, transcribe_features
-from .decode import error_counts, error_rates, greedy_decode, prefix_beam_search
+from .data import (AugmentedBatches, PrefetchedBatches, load_features, read_manifest,
+                   transcribe_features)
+from .decode import WordLM, decode_features, error_counts, error_rates, lm_for
 from .model import BLANK, Alphabet, ModelConfig, SpeechModel
 
 
@@ -41,38 +42,21 @@ class ASRSettings(with_defaults(
     deltas: int = field(0, "orders of delta features appended (0, 1, 2)")
     stack: int = field(3, "consecutive 10 ms frames glued into one input frame")
     skip: int = field(3, "keep every skip-th stacked frame (frame subsampling)")
+    augment: str = field("full", "on-the-fly augmentation of the training audio (speed, pitch, "
+                         "tempo, vocal tract, noise, reverb, telephone, SpecAugment) or none",
+                         choices=("full", "none"))
+    augment_workers: int = field(1, "processes preparing augmented batches ahead (0: in the trainer)")
 
     def check(self) -> None:
         super().check()
-        for name in ("stack", "skip", "n_mels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        at_least(self, "stack", "skip", "n_mels")
+        at_least(self, "augment_workers", low=0)
         if self.deltas not in (0, 1, 2):
             raise ValueError(f"--deltas must be 0, 1 or 2, got {self.deltas}")
 
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(kind=self.features, n_mels=self.n_mels, deltas=self.deltas,
                              stack=self.stack, skip=self.skip)
-
-
-def decode_all(model: SpeechModel, alphabet: Alphabet, feats: list[np.ndarray], beam: int = 1,
-               batch: int = 32) -> list[str]:
-    """Transcripts of the utterances' features (greedy for beam <= 1, else prefix beam search)."""
-    was_training = model.training
-    model.eval()
-    order = np.argsort([len(f) for f in feats], kind="stable")
-    texts: list[str] = [""] * len(feats)
-    with no_grad():
-        for b in range(0, len(order), batch):
-            idx = order[b : b + batch]
-            x, lengths = pad([feats[i] for i in idx], dtype=np.dtype(model.cfg.dtype))
-            logp = model.log_probs(x, lengths)  # (B, T, C)
-            for row, i in enumerate(idx):
-                lp = logp[row, : lengths[row]]
-                ids = greedy_decode(lp, BLANK) if beam <= 1 else prefix_beam_search(lp, beam, BLANK)[0]
-                texts[i] = alphabet.decode(ids)
-    model.train(was_training)
-    return texts
 
 
 def split_items(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -114,6 +98,7 @@ class ASRTask(Task):
         self.train_feats = load_features(train_items, self.fcfg, workers)
         self.val_feats = load_features(val_items, self.fcfg, workers)
         self.train_targets = [self.alphabet.encode(t) for _, t in train_items]
+        self.words = WordLM.from_texts([t for _, t in train_items])  # for word-constrained decoding
         self.val_texts = [t for _, t in val_items]
         lengths = np.array([len(f) for f in self.train_feats])
         # CTC cannot align an utterance with fewer frames than characters (zero_infinity drops it)
@@ -123,6 +108,11 @@ class ASRTask(Task):
         self.model = SpeechModel(cfg, np.random.default_rng([s.seed, 0]),
                                  np.random.default_rng([s.seed, 1]))
         self.batches = EpochBatches(len(self.train_feats), s.batch, [s.seed, 2], lengths)
+        # with augmentation every step hears its utterances afresh: a pure function of the step,
+        # computed ahead in a worker process
+        self.augmented = None if s.augment == "none" else PrefetchedBatches(AugmentedBatches(
+            train_items, self.train_targets, self.fcfg, s.batch, s.seed, workers=workers),
+            s.augment_workers)
         self.ctc = CTCLoss(blank=BLANK, reduction="mean", zero_infinity=True)
 
     def describe(self) -> str:
@@ -136,11 +126,18 @@ class ASRTask(Task):
         return line
 
     def batch(self, step: int):
+        dtype = np.dtype(self.s.dtype)  # the model's (the features are float32)
+        if self.augmented is not None:
+            x, lengths, y, ylen = self.augmented.batch(step)
+            return x.astype(dtype, copy=False), lengths, y, ylen
         idx = self.batches[step]
-        # (B, T, F) in the model's dtype (the features are float32)
-        x, lengths = pad([self.train_feats[i] for i in idx], dtype=np.dtype(self.s.dtype))
+        x, lengths = pad([self.train_feats[i] for i in idx], dtype=dtype)  # (B, T, F)
         y, ylen = pad([self.train_targets[i] for i in idx])               # (B, S)
         return x, lengths, y, ylen
+
+    def close(self) -> None:
+        if self.augmented is not None:
+            self.augmented.close()
 
     def loss(self, batch) -> float:
         x, lengths, y, ylen = batch
@@ -159,7 +156,7 @@ class ASRTask(Task):
     def evaluate_shard(self, rank: int, size: int) -> dict[str, tuple[float, float]]:
         """Greedy character and word errors of rank's share of the validation utterances."""
         texts = self.val_texts[rank::size]
-        hyps = decode_all(self.model, self.alphabet, self.val_feats[rank::size]) if texts else []
+        hyps = decode_features(self.model, self.alphabet, self.val_feats[rank::size]) if texts else []
         ce, cn, we, wn = error_counts(texts, hyps)
         return {"cer": (ce, cn), "wer": (we, wn)}
 
@@ -175,32 +172,44 @@ class ASRTask(Task):
     def config(self) -> dict:
         return {"model": self.model.cfg.to_json(), "features": self.fcfg.to_json(),
                 "alphabet": self.alphabet.chars, "manifest": self.manifest,
-                "val_manifest": self.val_manifest}
+                "val_manifest": self.val_manifest, "words": self.words.to_json()}
 
     def rngs(self) -> dict[str, np.random.Generator]:
         return {"dropout": self.model.rng}
 
 
 class Recognizer:
-    """A trained recogniser: what ``rnnkit.load`` gives for an asr run (``transcribe``)."""
+    """A trained recogniser: what ``rnnkit.load`` gives for an asr run (``transcribe``).
+
+    Decoding is a prefix beam search; ``lm`` constrains it to the training transcripts' words:
+    "vocab" (only their words), "bigram" (and their word-pair statistics), "none", or "auto"
+    (bigram when every training word was seen at least 3 times, i.e. a closed vocabulary).
+    """
 
     def __init__(self, model: SpeechModel, alphabet: Alphabet, features: FeatureConfig,
-                 settings: ASRSettings) -> None:
+                 settings: ASRSettings, config: dict | None = None) -> None:
         self.model, self.alphabet, self.features, self.settings = model, alphabet, features, settings
+        self.config = config or {}
 
-    def transcribe(self, wavs, beam: int = 1) -> list[str]:
-        """The transcript of each WAV file (greedy for beam 1, else prefix beam search)."""
+    def decode(self, feats: list[np.ndarray], beam: int = 8, lm: str = "auto") -> list[str]:
+        """Transcripts of utterances' features (beam 1 with lm "none" is greedy)."""
         if beam < 1:
             raise ValueError(f"--beam must be >= 1, got {beam}")
-        return decode_all(self.model, self.alphabet, transcribe_features(wavs, self.features), beam)
+        words = lm_for(self.config, lm)
+        return decode_features(self.model, self.alphabet, feats, beam, words,
+                               0 if lm == "vocab" else 2)
 
-    def evaluate(self, manifest: str | Path, beam: int = 1, workers: int = 2) -> dict:
+    def transcribe(self, wavs, beam: int = 8, lm: str = "auto") -> list[str]:
+        """The transcript of each WAV file."""
+        lm_for(self.config, lm)  # a bad --lm is reported before any audio is read
+        return self.decode(transcribe_features(wavs, self.features), beam, lm)
+
+    def evaluate(self, manifest: str | Path, beam: int = 8, lm: str = "auto",
+                 workers: int = 2) -> dict:
         """{"cer", "wer", "utterances"} on a JSON-lines manifest."""
-        if beam < 1:
-            raise ValueError(f"--beam must be >= 1, got {beam}")
+        lm_for(self.config, lm)
         items = read_manifest(manifest)
-        hyps = decode_all(self.model, self.alphabet, load_features(items, self.features, workers),
-                          beam)
+        hyps = self.decode(load_features(items, self.features, workers), beam, lm)
         return error_rates([t for _, t in items], hyps)
 
 
@@ -218,4 +227,4 @@ def load_model(directory: str | Path, which: str = "best") -> Recognizer:
         raise ValueError(f"corrupt checkpoint: {directory}/config.json: bad model entry ({e})") from None
     model.load_state_dict(arrays["best" if which == "best" else "params"])
     model.eval()
-    return Recognizer(model, alphabet, features, settings)
+    return Recognizer(model, alphabet, features, settings, config)

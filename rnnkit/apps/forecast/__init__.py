@@ -11,7 +11,8 @@ from . import export  # noqa: E402,F401  (registers the exporters with rnnkit.in
 
 
 def load(directory, which: str = "best"):
-    """The trained forecaster of a run folder as a `Forecaster` (``forecast``)."""
-    from .train import load_model
+    """The trained forecaster of a run folder (``forecast(series_set)``): a `Forecaster`
+    (``--model direct``) or an `ESRNNForecaster` (``--model esrnn``)."""
+    from .models import load_model
 
     return load_model(directory, which)

@@ -18,7 +18,8 @@ from ...train.progress import plot_curves
 from ...train.settings import add_options, check_max_time, from_options
 from .backtest import backtest, format_table
 from .plot import plot_forecasts
-from .train import Forecaster, ForecastSettings, fingerprint, save_plan
+from .models import build_forecaster, load_forecaster
+from .train import ForecastSettings, fingerprint, save_plan
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -56,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _data_options(p)
     _model_options(p)
     p.add_argument("--folds", type=int, default=3, help="rolling-origin folds (default: 3)")
+    p.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score damped-trend ETS and Theta on the same folds when "
+                        "statsforecast or statsmodels is installed (default: yes)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="draw the folds' forecasts over the history (needs matplotlib)")
@@ -136,7 +140,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         log(f"rnnkit forecast backtest: {_describe(data)}, {args.folds} folds of horizon "
             f"{settings.horizon}")
     summary, forecasts = backtest(data, settings, folds=args.folds, max_time=args.max_time,
-                                  log=log)
+                                  log=log, references=None if args.references else ())
     if not world().root:
         return 0
     if args.json:
@@ -174,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = _log(args)
     if log:
         log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}")
-    model = Forecaster(settings, data.freq, len(data.covariates))
+    model = build_forecaster(settings, data.freq, len(data.covariates))
     info = model.fit(data, out=out, max_time=args.max_time, budget="steps" not in explicit, log=log,
                      callbacks=run_callbacks(args))
     if not group.root:
@@ -207,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.plot:
         check_file_output(args.plot, "--plot")
-    model, options = Forecaster.load(args.model)
+    model, options = load_forecaster(args.model)
     data = read_series_csv(args.csv, options["target"], time_col=options["time_col"],
                            id_col=options["id_col"], covariates=options["covariates"],
                            fill=args.fill if args.fill is not None else options["fill"])

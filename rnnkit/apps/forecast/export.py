@@ -15,6 +15,7 @@ from ...interop import onnx as _onnx
 from ...interop import torch as _torch
 from ...interop.onnx import Graph, recurrent_stack
 from ...interop.torch import copy_to_torch, require_torch, torch_dtype, torch_rnn, with_weights_of
+from .esrnn_train import ESRNNForecaster
 from .model import ForecastNet, NetConfig
 from .train import Z80, Z95, Forecaster
 
@@ -175,7 +176,88 @@ def _forecast_net_from_torch(m, dtype) -> ForecastNet:
     return with_weights_of(ForecastNet(cfg, np.random.default_rng(0)), m, dtype)
 
 
+def _build_esrnn(g: Graph, fc, options: dict) -> None:
+    """An ES-RNN forecaster (`ESRNNForecaster`): the members' networks, the forecasts in the
+    series' units, the ensemble average and the intervals, from the feeds of
+    ``ESRNNForecaster.onnx_inputs`` (which runs each member's smoothing recursion over each
+    whole series, the part that reads a whole history, as a direct forecaster's feeds do)::
+
+        h_k  = RNN_k(x[k]) at each series' last position (steps)          (N, hidden)
+        o_k  = W_2 tanh(W_1 h_k + b_1) + b_2                              (N, H, Q)
+        q    = mean_k sort_Q(exp(o_k) level[k] season[k]) - shift
+        mean = median = q[..., Q // 2], lower/upper 80/95 = the other quantiles,
+        sd = (upper_80 - lower_80) / (2 z_0.9)
+    """
+    from .esrnn import ESRNN
+    from .esrnn_train import Z80 as EZ80
+
+    if not fc.members:
+        raise ValueError("cannot export an untrained ES-RNN forecaster: it has no members")
+    T = g.onnx.TensorProto
+    M, H = len(fc.members), fc.horizon
+    cfg = fc.config(len(fc.ids))
+    Q, C = len(cfg.quantiles), cfg.context
+    x = g.input("x", T.FLOAT, [M, "N", "P", C])
+    steps = g.input("steps", T.INT32, ["N"])
+    level = g.input("level", T.DOUBLE, [M, "N"])
+    season = g.input("season", T.DOUBLE, [M, "N", H])
+    shift = g.input("shift", T.DOUBLE, ["N"])
+    net = ESRNN(cfg, np.random.default_rng(0))
+    total = []
+    for k, state in enumerate(fc.members):
+        net.load_state_dict(state)
+        pick = g.const(f"member{k}_index", np.array(k, np.int64))
+        xk = g.op("Gather", [x, pick], base=f"member{k}_x", axis=0)             # (N, P, C)
+        x_tm = g.op("Transpose", [xk], base=f"member{k}_x_tm", perm=[1, 0, 2])  # (P, N, C)
+        _, h_n, _ = recurrent_stack(g, net.rnn, x_tm, steps, prefix=f"member{k}_rnn")
+        last = g.const(f"member{k}_top", np.array(net.rnn.num_layers - 1, np.int64))
+        h = g.op("Gather", [h_n, last], base=f"member{k}_h", axis=0)            # (N, hidden)
+        for name, lin in (("hid", net.hid), ("out", net.out)):
+            h = g.op("MatMul", [h, g.const(f"member{k}_{name}_w",
+                                           np.asarray(lin.params["weight"], np.float32).T)],
+                     base=f"member{k}_{name}")
+            h = g.op("Add", [h, g.const(f"member{k}_{name}_b",
+                                        np.asarray(lin.params["bias"], np.float32))],
+                     base=f"member{k}_{name}_biased")
+            if name == "hid":
+                h = g.op("Tanh", [h], base=f"member{k}_tanh")
+        o = g.op("Reshape", [h, g.shared("shape_0HQ", np.array([0, H, Q], np.int64))],
+                 base=f"member{k}_o")                                               # (N, H, Q)
+        o = g.op("Exp", [g.op("Cast", [o], base=f"member{k}_o64", to=T.DOUBLE)],
+                 base=f"member{k}_ratio")
+        lev = g.op("Gather", [level, pick], base=f"member{k}_level", axis=0)     # (N,)
+        lev = g.op("Unsqueeze", [lev, g.shared("axes12", np.array([1, 2], np.int64))],
+                   base=f"member{k}_level3")                                    # (N, 1, 1)
+        sea = g.op("Gather", [season, pick], base=f"member{k}_season", axis=0)   # (N, H)
+        sea = g.op("Unsqueeze", [sea, g.shared("axis2", np.array([2], np.int64))],
+                   base=f"member{k}_season3")                                   # (N, H, 1)
+        fk = g.op("Mul", [o, g.op("Mul", [lev, sea], base=f"member{k}_base")],
+                  base=f"member{k}_forecast")
+        fk, _ = g.op("TopK", [fk, g.shared("quantile_count", np.array([Q], np.int64))],
+                     base=f"member{k}_sorted", n_out=2, axis=2, largest=0, sorted=1)
+        total.append(fk)  # each member's quantiles sorted (never crossed), then averaged
+    mean = g.op("Div", [g.op("Sum", total, base="forecast_sum"),
+                        g.const("members", np.array(M, np.float64))], base="forecast_mean")
+    q = g.op("Sub", [mean, g.op("Unsqueeze", [shift, g.shared("axes12", np.array([1, 2], np.int64))],
+                              base="shift3")], base="quantiles")            # (N, H, Q)
+
+    def column(j, base):
+        return g.op("Gather", [q, g.const(f"{base}_index", np.array(j, np.int64))], base=base,
+                    axis=2)
+
+    lo95, lo80, med, up80, up95 = (column(j, f"q{j}") for j in range(Q))
+    sd = g.op("Div", [g.op("Sub", [up80, lo80], base="width_80"),
+                      g.const("two_z80", np.array(2 * EZ80, np.float64))], base="sd_y")
+    for name, src in (("mean", med), ("median", med), ("sd", sd), ("lower_80", lo80),
+                      ("upper_80", up80), ("lower_95", lo95), ("upper_95", up95)):
+        g.output(name, src, T.DOUBLE, ["N", H])
+    g.metadata.update({"rnnkit.model": "esrnn", "context": str(C), "horizon": str(H),
+                       "frequency": json.dumps(fc.freq.to_json()), "season": str(fc.season),
+                       "members": str(M), "inputs": ", ".join(fc.input_names)})
+
+
 _onnx.register_exporter(ForecastNet, _build_forecast_net)
+_onnx.register_exporter(ESRNNForecaster, _build_esrnn)
 _onnx.register_exporter(Forecaster, _build_forecaster)
 _torch.register_torch(ForecastNet, _forecast_net_to_torch, f"{__name__}.TorchForecastNet",
                       _forecast_net_from_torch)

@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import GRU, LSTM, RNN, Linear, Module
+from ...nn import Linear, Module, recurrent_layer
 
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 @dataclass
@@ -64,12 +63,10 @@ class ForecastNet(Module):
 
     def __init__(self, cfg: NetConfig, rng: np.random.Generator) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
         self.cfg = cfg
         dtype = np.dtype(cfg.dtype)
         self.dtype = dtype
-        self.rnn = CELLS[cfg.cell](cfg.input_size, cfg.hidden, num_layers=cfg.layers,
+        self.rnn = recurrent_layer(cfg.cell, cfg.input_size, cfg.hidden, num_layers=cfg.layers,
                                    dropout=cfg.dropout, dtype=dtype, rng=rng)
         self.head = Linear(cfg.hidden + cfg.extra_size, 2 * cfg.horizon, dtype=dtype, rng=rng)
         w, b = self.head.params["weight"], self.head.params["bias"]

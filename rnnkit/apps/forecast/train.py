@@ -40,7 +40,7 @@ from ...nn import GaussianNLLLoss, no_grad
 from ...train.checkpoint import load_checkpoint, save_checkpoint
 from ...train.engine import fit
 from ...train.mpi import world
-from ...train.settings import TrainSettings, field, from_dict, with_defaults
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import ForecastNet, NetConfig
 from .windows import Windows, WindowInputs, assemble, training_windows, window_inputs
@@ -72,20 +72,35 @@ class ForecastSettings(with_defaults(
                       choices=("nll", "mse", "mae"))
     linear_init: bool = field(True, "start the head's linear path at the ridge-regression forecast")
     recurrent: bool = field(True, "train the network; --no-recurrent keeps the ridge forecast alone")
+    model: str = field("direct", "esrnn: per-series exponential smoothing learned jointly with a "
+                                 "global RNN (Smyl's M4 winner); direct: an RNN over scaled "
+                                 "windows with a Gaussian head", choices=("esrnn", "direct"))
+    es_epochs: int = field(20, "ES-RNN: passes over the series per ensemble member")
+    es_min_steps: int = field(400, "ES-RNN: at least this many updates per member (a data set "
+                                   "of few series makes few updates per pass)")
+    es_lr: float = field(5e-3, "ES-RNN: peak learning rate (Adam, warm-up then cosine decay)")
+    es_batch: int = field(32, "ES-RNN: series per batch")
+    es_penalty: float = field(50.0, "ES-RNN: level-variability penalty (smoothness of the level)")
+    es_weighting: bool = field(True, "ES-RNN: weigh each series' loss by its level over its MASE "
+                                     "denominator (the loss in MASE's units)")
+    es_last_epochs: int = field(3, "ES-RNN: the parameters of this many last epochs join the "
+                                   "ensemble")
 
     def check(self) -> None:
         super().check()
         if self.horizon is None or self.horizon < 1:
             raise ValueError(f"--horizon must be >= 1, got {self.horizon}")
-        for name in ("ensemble", "season", "context"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-        if self.patience < 1:
-            raise ValueError(f"--patience must be >= 1, got {self.patience}")
+        at_least(self, "ensemble", "season", "context", "patience")
         if self.val_fraction <= 0:
             raise ValueError(f"--val-fraction {self.val_fraction} leaves no validation windows; the "
                              "forecaster needs them to choose how long to train (e.g. 0.2)")
+        for name in ("es_epochs", "es_batch", "es_last_epochs", "es_min_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.es_lr) and self.es_lr > 0 and self.es_penalty >= 0):
+            raise ValueError("--es-lr must be > 0 and --es-penalty >= 0")
+        if self.model not in ("esrnn", "direct"):
+            raise ValueError(f"--model must be esrnn or direct, got {self.model!r}")
 
 
 def resolve(s: ForecastSettings, freq: Frequency) -> tuple[int, int]:

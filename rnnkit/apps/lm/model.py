@@ -5,9 +5,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, log_softmax
+from ...nn import Dropout, Embedding, Linear, Module, log_softmax, recurrent_layer
 
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 @dataclass
@@ -36,13 +35,11 @@ class LanguageModel(Module):
     def __init__(self, cfg: ModelConfig, rng: np.random.Generator,
                  dropout_rng: np.random.Generator | None = None) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
         self.cfg = cfg
         dtype = np.dtype(cfg.dtype)
         self.rng = dropout_rng if dropout_rng is not None else np.random.default_rng()
         self.embed = Embedding(cfg.vocab_size, cfg.embed, dtype=dtype, rng=rng)
-        self.rnn = CELLS[cfg.cell](cfg.embed, cfg.hidden, num_layers=cfg.layers,
+        self.rnn = recurrent_layer(cfg.cell, cfg.embed, cfg.hidden, num_layers=cfg.layers,
                                    dropout=cfg.dropout, dtype=dtype, rng=rng)
         self.drop = Dropout(cfg.dropout)
         self.head = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, rng=rng)

@@ -17,7 +17,7 @@ import numpy as np
 from ...data.text import StreamBatcher, Vocab, default_corpus_path, read_text
 from ...nn import CrossEntropyLoss, no_grad
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, with_defaults
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .model import LanguageModel, ModelConfig, state_arrays, state_from_arrays, stream_nll
 
@@ -36,9 +36,7 @@ class LMSettings(with_defaults(
 
     def check(self) -> None:
         super().check()
-        for name in ("embed", "vocab_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        at_least(self, "embed", "vocab_size", "seq_len")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed,

@@ -26,13 +26,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...nn import (GRU, LSTM, RNN, Dropout, Embedding, GRUCell, Linear, LSTMCell, Module, RNNCell,
-                   log_softmax)
+from ...nn import (Dropout, Embedding, Linear, Module, log_softmax, recurrent_cell,
+                   recurrent_layer)
 from ...nn.attention import Attention, lengths_mask
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # special ids shared by both vocabularies
-ENCODERS = {"gru": GRU, "lstm": LSTM, "rnn": RNN}
-CELLS = {"gru": GRUCell, "lstm": LSTMCell, "rnn": RNNCell}
 ATTENTIONS = ("bahdanau", "luong", "none")
 
 
@@ -68,8 +66,6 @@ class Seq2Seq(Module):
     def __init__(self, cfg: ModelConfig, rng: np.random.Generator,
                  dropout_rng: np.random.Generator | None = None) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
         if cfg.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {cfg.attention!r}")
         if cfg.layers < 1 or cfg.hidden < 1 or cfg.embed < 1:
@@ -80,7 +76,7 @@ class Seq2Seq(Module):
         D = 2 if cfg.bidirectional else 1
         self.M = M = D * H
         self.src_embed = Embedding(cfg.src_vocab, E, padding_idx=PAD, dtype=dt, rng=rng)
-        self.encoder = ENCODERS[cfg.cell](E, H, num_layers=L, bidirectional=cfg.bidirectional,
+        self.encoder = recurrent_layer(cfg.cell, E, H, num_layers=L, bidirectional=cfg.bidirectional,
                                           dropout=cfg.dropout, dtype=dt, rng=rng)
         self.bridge = Linear(D * H, H, dtype=dt, rng=rng)
         self.tgt_embed = Embedding(cfg.tgt_vocab, E, padding_idx=PAD, dtype=dt, rng=rng)
@@ -88,7 +84,8 @@ class Seq2Seq(Module):
         if cfg.attention != "none":
             score = "bahdanau" if cfg.attention == "bahdanau" else cfg.score
             self.attention = Attention(H, M, H, score=score, dtype=dt, rng=rng)
-        self.cells = [CELLS[cfg.cell](E + C if l == 0 else H, H, dtype=dt, rng=rng) for l in range(L)]
+        self.cells = [recurrent_cell(cfg.cell, E + C if l == 0 else H, H, dtype=dt, rng=rng)
+                      for l in range(L)]
         self.combine = Linear(H + C, H, dtype=dt, rng=rng)
         self.drop = Dropout(cfg.dropout)
         self.out = Linear(H, cfg.tgt_vocab, dtype=dt, rng=rng)

@@ -17,7 +17,7 @@ import numpy as np
 from ...data.batching import EpochBatches
 from ...nn import CrossEntropyLoss, no_grad
 from ...train.checkpoint import load_checkpoint
-from ...train.settings import TrainSettings, field, from_dict, with_defaults
+from ...train.settings import TrainSettings, at_least, field, from_dict, with_defaults
 from ...train.task import Task
 from .data import TokenVocab, pad_batch
 from .decode import translate
@@ -44,9 +44,7 @@ class TranslateSettings(with_defaults(
 
     def check(self) -> None:
         super().check()
-        for name in ("embed", "vocab_size", "max_val"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        at_least(self, "embed", "vocab_size", "max_val")
         if not 0.0 <= self.teacher_forcing <= 1.0:
             raise ValueError(f"--teacher-forcing must be in [0, 1], got {self.teacher_forcing}")
 
