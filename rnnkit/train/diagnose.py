@@ -90,7 +90,8 @@ def measure(task, batch) -> dict:
     """The gradient flow of ``task`` on ``batch``, touching nothing that lasts (see the module
     docstring): {"loss", "modules": [{"module", "kind", "N", "T", "length", "directions": {name:
     {horizon, horizon_full, decay, growth, profile, sigma, bound, saturation, hidden_norm,
-    cell_norm, dh_last, dh_all, dc_last, dc_all}}}], "grad_share": {group: share}}."""
+    cell_norm, dh_last, dh_all, dc_last, dc_all}}}], "grad_share": {group: share}}, JSON-able
+    (lists; None for NaN)."""
     model = task.model
     params = list(model.named_parameters())
     kept = [g.copy() for _, _, g in params]
@@ -136,7 +137,7 @@ def measure(task, batch) -> dict:
         valid = rec.lengths[rec.lengths > 0]
         modules.append({"module": name, "kind": rec.kind, "N": N, "T": T,
                         "length": float(valid.mean()) if valid.size else 0.0, "directions": dirs})
-    return {"loss": loss, "modules": modules, "grad_share": shares}
+    return _clean({"loss": loss, "modules": modules, "grad_share": shares})
 
 
 def horizons(record: dict) -> dict[str, dict]:
