@@ -150,6 +150,31 @@ def horizons(record: dict) -> dict[str, dict]:
             for m in record["modules"] for d, s in m["directions"].items()}
 
 
+class HorizonMeasure(Callback):
+    """A tool's measurement (``rnnkit compare``'s "grad horizon" column): at the end of a run,
+    the gradient horizon of the trained parameters, measured as ``--diagnose`` does (the batch of
+    step 0, the last-step probe), of the first recurrent layer, the mean over its directions:
+    how many steps back the last step's loss reaches the layer that reads the input.
+    ``result()`` -> that number, or None (no recurrent layer, no gradient, or not finished).
+    It costs two forward + backward passes of the batch at the end of each run."""
+
+    def __init__(self, task=None) -> None:
+        self.value: float | None = None
+
+    def on_fit_end(self, run: Run) -> None:
+        if not module_names(run.task.model):
+            return  # no recurrent layer: nothing to measure (and no pass of the task's loss)
+        m = measure(run.task, run.task.batch(0))
+        if not m["modules"]:
+            return
+        first = m["modules"][0]["directions"]
+        hs = [d["horizon"] for name, d in first.items() if name in ("l0", "l0_reverse")]
+        self.value = float(np.mean(hs)) if hs and None not in hs else None
+
+    def result(self) -> float | None:
+        return self.value
+
+
 def warnings_of(record: dict, clip: float) -> list[str]:
     """The warning lines of one measurement (see the module docstring), each naming a layer."""
     out = []
@@ -339,5 +364,5 @@ def plot_flow(path, records: list[dict], title: str = "", panels: int = 4) -> bo
     return True
 
 
-__all__ = ["Diagnose", "measure", "horizons", "warnings_of", "plot_flow", "module_names", "gradient_shares",
+__all__ = ["Diagnose", "HorizonMeasure", "measure", "horizons", "warnings_of", "plot_flow", "module_names", "gradient_shares",
            "EXPLODE_GROWTH", "CLIP_MOST", "VANISH_FRACTION"]

@@ -201,7 +201,7 @@ class MPIGroup(Group):
                       f"for the other ranks at {where}: one of them failed, hangs or is still "
                       "loading its data (RNNKIT_MPI_TIMEOUT sets the limit); ending the job",
                       file=sys.stderr, flush=True)
-                self.comm.Abort(1)
+                self.abort(1)
             time.sleep(0.002)
 
     def same(self, what: str, values: dict) -> None:
@@ -353,10 +353,16 @@ class MPIGroup(Group):
     def abort(self, code: int) -> None:
         """End every rank of the job (MPI_Abort); never returns."""
         sys.stderr.flush()
+        # MPI_Abort makes the launcher tear the job down at once, and a message still on its way
+        # through the launcher's output forwarding can be lost: give it a moment
+        time.sleep(ABORT_GRACE)
         try:
             self.comm.Abort(code)
         finally:
             os._exit(code)  # should MPI_Abort return, exit without MPI_Finalize (it would wait)
+
+
+ABORT_GRACE = 0.5  # seconds between the last error line and MPI_Abort
 
 
 def _setting(name: str, default: float) -> float:

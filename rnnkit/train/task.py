@@ -38,13 +38,18 @@ sequence, and whose loss is a mean over rows::
                              gather them and a resume re-shards them; None: not per row
     data_digest()            a digest of the data trained and validated on, compared across
                              ranks at the start (default: the config and the first batch)
+
+`TaskSpec` is how an application lets tools (``rnnkit compare``) build its task from its data
+flags and settings without running its command body.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -165,3 +170,25 @@ def _hash_arrays(h, value: Any) -> None:
             _hash_arrays(h, item)
     else:
         h.update(repr(value).encode())
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """How a tool builds an application's training task: ``TASK`` in each app's commands.py.
+
+    ``data_options(parser)`` adds the flags that name the data (``--text``; ``--csv --target
+    --horizon``; ...), ``make_task(settings, args)`` builds the task from the app's settings and
+    those parsed flags.  ``skip``: settings that get no flag from the tool (``data_options``
+    adds it, or the task ignores the setting).  When the task's checkpoint folder is not already
+    the app's run folder (a forecaster is an ensemble around such networks),
+    ``save_run(task, settings, args, directory)`` writes one from the trained task, so that
+    ``rnnkit.load`` works on it.  ``about``: what the task trains and measures, for reports.
+    """
+
+    app: str
+    settings: type
+    data_options: Callable[[argparse.ArgumentParser], None]
+    make_task: Callable[[Any, argparse.Namespace], Task]
+    skip: tuple[str, ...] = ()
+    save_run: Callable[[Task, Any, argparse.Namespace, Any], None] | None = None
+    about: str = ""

@@ -11,7 +11,8 @@ import pytest
 from rnnkit.cli import main
 from rnnkit.nn import RNN, Linear, Module, MSELoss, no_grad
 from rnnkit.nn.init import orthogonal
-from rnnkit.train.diagnose import Diagnose, gradient_shares, horizons, measure, module_names
+from rnnkit.train.diagnose import (Diagnose, HorizonMeasure, gradient_shares, horizons, measure,
+                                   module_names)
 from rnnkit.train.engine import fit
 from rnnkit.train.settings import TrainSettings
 from rnnkit.train.task import Task
@@ -181,6 +182,21 @@ def test_measure_leaves_nothing_behind_and_horizons_summarise_it():
     assert (h["rnn l0"]["horizon"], h["rnn l0"]["horizon_full"]) == (6, False)
     assert h["rnn l0"]["decay"] == pytest.approx(0.3, rel=1e-9)
     assert h["rnn l0"]["length"] == 80
+
+
+def test_horizon_measure_for_tools():
+    """rnnkit compare's "grad horizon": the first layer's horizon of the trained parameters, and
+    the training is the same with it."""
+    plain, measured = LastStep(0.3, x_scale=0.0), LastStep(0.3, x_scale=0.0)
+    fit(plain, settings(), None, progress=False)
+    hm = HorizonMeasure(measured)
+    assert hm.result() is None
+    fit(measured, settings(), None, callbacks=[hm], progress=False)
+    for (name, p, _), (_, q, _) in zip(plain.model.named_parameters(),
+                                       measured.model.named_parameters()):
+        np.testing.assert_array_equal(p, q, err_msg=name)
+    expected = horizons(measure(measured, measured.batch(0)))["rnn l0"]["horizon"]
+    assert hm.result() == expected and 1 <= expected < 80
 
 
 def test_clipping_on_most_steps_warns(tmp_path):

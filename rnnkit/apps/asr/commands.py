@@ -7,6 +7,7 @@ import sys
 
 from ...data.audio import wav_features
 from ...train.cli import add_train_options, train_command
+from ...train.task import TaskSpec
 from . import load
 from .data import make_data
 from .train import ASRSettings, ASRTask
@@ -37,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Train a bidirectional GRU/LSTM with CTC on the utterances "
                                      "of a JSON-lines manifest; the best model (validation "
                                      "CER) goes to --out.")
-    p.add_argument("--manifest", required=True, help="JSON lines {\"audio\": WAV, \"text\": ...}")
-    p.add_argument("--val-manifest", default=None,
-                   help="validation manifest (default: --val-fraction of --manifest)")
+    data_options(p)
     add_train_options(p, ASRSettings)
     p.set_defaults(run=cmd_train)
 
@@ -72,6 +71,21 @@ def cmd_make_data(args: argparse.Namespace) -> int:
     path = make_data(args.out, args.n, args.vocab, args.seed, args.voices, overwrite=args.overwrite)
     print(f"rnnkit asr make-data: {args.n} utterances in {path}", file=sys.stderr)
     return 0
+
+
+def data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="JSON lines {\"audio\": WAV, \"text\": ...}")
+    p.add_argument("--val-manifest", default=None,
+                   help="validation manifest (default: --val-fraction of --manifest)")
+
+
+def make_task(settings: ASRSettings, args: argparse.Namespace) -> ASRTask:
+    return ASRTask(settings, args.manifest, args.val_manifest)
+
+
+# how tools (rnnkit compare) build this app's task
+TASK = TaskSpec("asr", ASRSettings, data_options, make_task,
+                about="CTC on the manifest's utterances; validation greedy character error rate")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

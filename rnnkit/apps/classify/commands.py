@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from ...train.cli import add_train_options, train_command
 from ...train.files import check_file_output, write_atomic
+from ...train.task import TaskSpec
 from . import load
 from .charts import bundled_path, charts_text
 from .data import encode_labels
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "on labelled sequences; the best parameters (validation "
                                      "accuracy) go to --out.  Without --data: the bundled "
                                      "control charts (and their test file).")
-    p.add_argument("--data", default=None, help=f"training sequences: {FORMATS}")
+    data_options(p)
     p.add_argument("--test", default=None,
                    help="a test file scored once by the best parameters after training (never "
                         "used to choose them)")
@@ -87,6 +89,25 @@ def cmd_make_data(args: argparse.Namespace) -> int:
         write_atomic(path, texts[split])
     print(f"rnnkit classify make-data: {paths['TRAIN']} and {paths['TEST']}", file=sys.stderr)
     return 0
+
+
+def data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None,
+                   help=f"training sequences: {FORMATS} (default: the bundled control charts)")
+
+
+def make_task(settings: ClassifySettings, args: argparse.Namespace) -> ClassifyTask:
+    """The task tools race: the validation accuracy decides, so a --val-fraction of 0 (train's
+    default: every sequence trains) becomes 0.2 here."""
+    if settings.val_fraction == 0:
+        settings = dataclasses.replace(settings, val_fraction=0.2)
+    return ClassifyTask(settings, args.data or str(bundled_path("TRAIN")))
+
+
+# how tools (rnnkit compare) build this app's task
+TASK = TaskSpec("classify", ClassifySettings, data_options, make_task,
+                about="sequence classification; validation accuracy of a stratified 20% (or "
+                      "--val-fraction) of the training file")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

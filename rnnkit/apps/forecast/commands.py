@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -16,10 +17,11 @@ from ...train.files import check_file_output
 from ...train.mpi import world
 from ...train.progress import plot_curves
 from ...train.settings import add_options, check_max_time, from_options
+from ...train.task import TaskSpec
 from .backtest import backtest, format_table
 from .plot import plot_forecasts
 from .models import build_forecaster, load_forecaster
-from .train import ForecastSettings, fingerprint, save_plan
+from .train import Forecaster, ForecastSettings, calibrate_variance, fingerprint, save_plan
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -70,8 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "--out.  --max-time without --steps is a budget the networks "
                                      "share (the model completes); with --steps it is a limit "
                                      "after which --resume continues.")
-    _data_options(p)
-    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    data_options(p)
     add_train_options(p, ForecastSettings, skip=("horizon",))
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=cmd_train)
@@ -130,6 +131,41 @@ def _tail(values: np.ndarray, start: int, step: int, keep: int):
     return values[cut:], start + step * cut
 
 
+def _options(args, data: SeriesSet) -> dict:
+    """The data options a forecast run folder records (predict reads its CSV with them)."""
+    return {"target": args.target, "time_col": data.time_col, "id_col": args.id_col,
+            "covariates": list(data.covariates), "fill": args.fill}
+
+
+def data_options(p: argparse.ArgumentParser) -> None:
+    _data_options(p)
+    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+
+
+def make_task(settings: ForecastSettings, args: argparse.Namespace):
+    data = _read(args)
+    return Forecaster(settings, data.freq, len(data.covariates)).validation_task(data)
+
+
+def save_run(task, settings: ForecastSettings, args: argparse.Namespace, directory) -> None:
+    """A forecaster of the task's one network (its parameters as they are), variances
+    calibrated on the validation windows: ``forecast train --ensemble 1 --no-refit``'s model."""
+    data = _read(args)
+    s = dataclasses.replace(settings, ensemble=1, refit=False)
+    fc = Forecaster(s, data.freq, len(data.covariates), nets=[task.model.eval()])
+    fc.var_scale = calibrate_variance(task.model, task.val)
+    fc.save(directory, _options(args, data),
+            meta={"csv": os.path.abspath(args.csv), "fingerprint": fingerprint(data)})
+
+
+# how tools (rnnkit compare) build this app's task
+TASK = TaskSpec("forecast", ForecastSettings, data_options, make_task,
+                skip=("horizon", "ensemble", "refit", "patience", "recurrent"), save_run=save_run,
+                about="the early-stopping network of forecast train (one network from the ridge "
+                      "start on the training windows); validation MAE of the scaled forecasts "
+                      "on the validation windows")
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.plot:
@@ -165,8 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def read():
         data = _read(args)
-        options = {"target": args.target, "time_col": data.time_col, "id_col": args.id_col,
-                   "covariates": list(data.covariates), "fill": args.fill}
+        options = _options(args, data)
         if ckpt is not None and (ckpt[0].get("fingerprint") != fingerprint(data)
                                  or ckpt[0].get("data") != options):
             raise ValueError("--resume: the data (or its options) differ from the run's")

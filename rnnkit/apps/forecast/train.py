@@ -240,6 +240,11 @@ class NetTask(Task):
         self.batches = EpochBatches(len(train), s.batch, [s.seed, member, 1])
         self.loss_fn = GaussianNLLLoss()
 
+    def describe(self) -> str:
+        s = self.s
+        return (f"{len(self.train_w):,} training and {0 if self.val is None else len(self.val):,} "
+                f"validation windows, {s.cell} {s.layers}x{s.hidden}")
+
     def batch(self, step: int) -> np.ndarray:
         return self.batches[step]
 
@@ -407,6 +412,19 @@ class Forecaster:
                 f"{len(data)} series, {epochs if epochs is not None else '-'} passes, "
                 f"{self.info['seconds']:.1f}s")
         return self.info
+
+    def validation_task(self, data: SeriesSet) -> NetTask:
+        """The network `fit` early-stops on: one network from the ridge start, trained on the
+        training windows and validated by the MAE of its scaled forecasts on the validation
+        windows (what ``rnnkit compare forecast`` races)."""
+        s = self.s
+        train, val, _ = training_windows(data, self.context, self.horizon, np.dtype(s.dtype),
+                                         s.val_fraction)
+        if val is None:
+            raise ValueError("the series are too short to hold out validation windows: give "
+                             "longer series, a shorter --horizon or a larger --val-fraction")
+        lin = fit_linear(train, val, self.context, self.season) if s.linear_init else None
+        return NetTask(self.net_config(), s, train, val, 0, lin)
 
     def _stopped(self, how: str, start: float) -> dict:
         self.nets = []

@@ -7,6 +7,7 @@ import sys
 
 from ...data.text import read_text
 from ...train.cli import add_train_options, train_command
+from ...train.task import TaskSpec
 from . import load
 from .generate import stream_to
 from .train import LMSettings, LMTask
@@ -19,8 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train", help="train a language model on UTF-8 text",
                          description="Train a character (or word) language model with truncated "
                                      "BPTT; checkpoints, a loss curve and the best model go to --out.")
-    p.add_argument("--text", nargs="+", metavar="PATH",
-                   help="UTF-8 text file(s) (default: the bundled Shakespeare)")
+    data_options(p)
     add_train_options(p, LMSettings)
     p.set_defaults(run=cmd_train)
 
@@ -43,6 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="parallel streams, each carrying its state (default: one per 20k tokens; 1 = exact single stream)")
     p.add_argument("--latest", action="store_true", help="use the last parameters, not the best")
     p.set_defaults(run=cmd_eval)
+
+
+def data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text", nargs="+", metavar="PATH",
+                   help="UTF-8 text file(s) (default: the bundled Shakespeare)")
+
+
+def make_task(settings: LMSettings, args: argparse.Namespace) -> LMTask:
+    return LMTask(settings, args.text)
+
+
+# how tools (rnnkit compare) build this app's task
+TASK = TaskSpec("lm", LMSettings, data_options, make_task,
+                about="next-character prediction; validation nats per character of the held-out "
+                      "end of the text")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

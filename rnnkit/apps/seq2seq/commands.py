@@ -7,6 +7,8 @@ import sys
 
 from ...train.cli import add_train_options, train_command
 from ...train.files import check_file_output
+from ...train.task import TaskSpec
+from .train import TranslateSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,11 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="numbers: a TSV whose sources must not reappear (a held-out test set)")
     p.set_defaults(run=cmd_make_data)
 
-    from .train import TranslateSettings  # the settings define the options
     p = verbs.add_parser("train", help="train an attention encoder-decoder on a pairs TSV",
                          description="Train on source<TAB>target pairs; checkpoints, a loss curve "
                                      "and the best model (validation exact match) go to --out.")
-    p.add_argument("--pairs", required=True, help="TSV of source<TAB>target pairs")
+    data_options(p)
     add_train_options(p, TranslateSettings)
     p.set_defaults(run=cmd_train)
 
@@ -87,9 +88,24 @@ def cmd_make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pairs", required=True, help="TSV of source<TAB>target pairs")
+
+
+def make_task(settings: TranslateSettings, args: argparse.Namespace):
+    from .data import read_pairs
+    from .train import TranslateTask
+    return TranslateTask(settings, read_pairs(args.pairs), args.pairs)
+
+
+# how tools (rnnkit compare) build this app's task
+TASK = TaskSpec("translate", TranslateSettings, data_options, make_task,
+                about="teacher-forced translation of the pairs; validation greedy exact match")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import read_pairs
-    from .train import TranslateSettings, TranslateTask
+    from .train import TranslateTask
 
     def make(settings, ckpt):
         pairs_path = args.pairs
