@@ -18,7 +18,7 @@ from .train.mpi import crashed, report
 
 APPS = ("rnnkit.apps.lm.commands", "rnnkit.apps.forecast.commands", "rnnkit.apps.seq2seq.commands",
         "rnnkit.apps.asr.commands", "rnnkit.apps.classify.commands", "rnnkit.tools.export",
-        "rnnkit.tools.compare")
+        "rnnkit.tools.compare", "rnnkit.tools.diagnose")
 
 
 class Parser(argparse.ArgumentParser):

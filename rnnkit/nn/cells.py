@@ -214,18 +214,24 @@ def lstm_step(xg, h_prev, c_prev, w_hh_t, w_hr_t, gates_out, c_out, tc_out, m_ou
     return h_out, c_out
 
 
+def lstm_cell_grad(dm, dc, o, tc, out):
+    """dc_t = dc + dm o (1 - tanh(c)^2), the whole dL/dc_t (``lstm_step``'s backward column):
+    through c_{t+1} (dc) and through m = o tanh(c) (dm)  -> out (N, H)."""
+    np.multiply(tc, tc, out=out)
+    np.subtract(1, out, out=out)
+    out *= o
+    out *= dm
+    out += dc
+    return out
+
+
 def lstm_pointwise_backward(dm, dc, gates, c_prev, tc, dgates_out, dc_out, tmp):
     """Backward of ``lstm_pointwise`` (``lstm_step``'s dc_t ... da): da -> dgates_out (N, 4H) and
     dc_prev -> dc_out (N, H), which may alias dc; tmp: (N, 4H) scratch."""
     H = tc.shape[-1]
     i, f, g, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
     di, df, dg, do = (dgates_out[:, k * H : (k + 1) * H] for k in range(4))
-    dc_t = tmp[:, :H]  # the whole dL/dc of this step
-    np.multiply(tc, tc, out=dc_t)
-    np.subtract(1, dc_t, out=dc_t)
-    dc_t *= o
-    dc_t *= dm
-    dc_t += dc
+    dc_t = lstm_cell_grad(dm, dc, o, tc, tmp[:, :H])  # the whole dL/dc of this step
     np.multiply(dm, tc, out=do)
     np.multiply(dc_t, g, out=di)
     np.multiply(dc_t, c_prev, out=df)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _accel, cells, inference
+from . import _accel, cells, inference, probe as gradient_probe
 from .cells import GATES
 from .init import torch_default
 from .module import Module, as_input, check_dtype, grad_enabled
@@ -78,9 +78,10 @@ def _train_direction(kind, xg, h0, c0, w, mask, nonlinearity, fast=None):
     return y, h, c, cache
 
 
-def _train_direction_backward(cache, dy, dh, dc, grads, fast=None):
+def _train_direction_backward(cache, dy, dh, dc, grads, fast=None, probe=None):
     """Backward through time for one direction.  dy: (T, N, P) gradient of the outputs; dh, dc:
-    of the final state, or None.
+    of the final state, or None; probe: a ``probe.DirectionProbe`` recording the gradient norms
+    (``probe.record_gradients``), or None.
 
     Accumulates the recurrent weight gradients into ``grads`` (keys hh, b_hh, hr) and returns
     (dxg (T, N, gH), the input-side pre-activation gradients; dh0; dc0 or None).  At a padded step
@@ -92,6 +93,8 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None):
     dtype = H_all.dtype
     if mask is not None:
         dy = dy * mask  # outputs at padded steps are constants (0): their gradient is ignored
+    if probe is not None:
+        dy = probe.input_gradient(dy, dh)  # with last_step_only: the last step's alone
     dh = np.zeros_like(h0) if dh is None else np.array(dh, dtype, copy=True)  # (N, P), in place
     dh_new = np.empty_like(dh)  # a step's dh_prev (copied into dh where the mask is set)
     if kind == "rnn":
@@ -115,7 +118,9 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None):
     for t in range(T - 1, -1, -1):
         dh += dy[t]
         # dh is now dL/dh_t in full (and, for an LSTM, dc is dL/dc_t through step t + 1): the
-        # one place where a per-step probe of the gradients would read them
+        # one place where the probe of the gradient flow reads them
+        if probe is not None:
+            probe.step(t, dh, dc)
         if kind == "rnn":
             cells.rnn_step_backward(dh, H_all[t], w["hh"], cache["act"], dG[t], dh_new, pointwise)
         elif kind == "lstm":
@@ -284,7 +289,8 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
     if keep_cache:
         y, h_n = np.ascontiguousarray(X.transpose(1, 0, 2)), np.stack(hn)  # y (N, T, D*P)
         c_n = np.stack(cn) if kind == "lstm" else None
-        cache = {"kind": kind, "layers": layers, "D": D, "rev": rev, "bias": bias, "params": params}
+        cache = {"kind": kind, "layers": layers, "D": D, "rev": rev, "bias": bias, "params": params,
+                 "lengths": lengths, "nonlinearity": nonlinearity}
     else:
         y, h_n, c_n = inference.unsort(X, hn, cn, order, lengths)
         cache = None
@@ -302,6 +308,8 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
     dY = np.ascontiguousarray(np.asarray(dy).transpose(1, 0, 2))  # (T, N, D*P)
     fast = _accel.kernels(dY.dtype)
     L = len(cache["layers"])
+    probe = gradient_probe.active()  # recording the gradient flow (nothing to do when None)
+    record = None if probe is None else probe.begin(cache)
     dh0, dc0 = [None] * (L * D), [None] * (L * D)
     for layer in range(L - 1, -1, -1):
         X, dir_caches, keep = cache["layers"][layer]
@@ -318,9 +326,13 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
             g = {"hh": grads[name("weight_hh")],
                  "b_hh": np.zeros_like(grads[name("weight_hh")][:, 0]),
                  "hr": grads.get(name("weight_hr"))}
+            dprobe = None if record is None else gradient_probe.DirectionProbe(
+                record, layer, d == 1, c, top=layer == L - 1)
             dxg, dh, dc = _train_direction_backward(
                 c, _flip(dy_d, rev) if d else dy_d, None if dh_all is None else dh_all[k],
-                None if dc_all is None else dc_all[k], g, fast)
+                None if dc_all is None else dc_all[k], g, fast, dprobe)
+            if dprobe is not None:
+                dprobe.finish(rev)
             if d:
                 dxg = _flip(dxg, rev)
             dxg2 = dxg.reshape(T * N, dxg.shape[-1])  # (T*N, gH)

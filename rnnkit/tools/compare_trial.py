@@ -36,9 +36,10 @@ FORGET_BIAS = 1.0  # LSTM forget-gate bias at the start (Jozefowicz et al. 2015)
 DIVERGED = 4.0     # the range test stops once its averaged loss exceeds this multiple of its lowest
 
 # Measurements every trial takes besides its metric: name -> "module:factory", factory(task)
-# giving a `Callback` with ``result() -> float | None``; shown as columns of the table.  The
-# gradient-diagnostics feature registers "gradient_horizon" here.
-MEASURES: dict[str, str] = {}
+# giving a `Callback` with ``result() -> float | None``; shown as columns of the table.
+# "gradient_horizon": how many steps back the last step's loss reaches the first recurrent
+# layer (rnnkit/train/diagnose.py, docs/diagnostics.md).
+MEASURES: dict[str, str] = {"gradient_horizon": "rnnkit.train.diagnose:HorizonMeasure"}
 
 
 def resolve(path: str):

@@ -1,7 +1,7 @@
 """The ``train`` verb every application shares: one set of flags, one command body.
 
 ``add_train_options(parser, Settings)`` adds the run options (``--out --overwrite --resume
---max-time --quiet``) and one option per field of the application's settings dataclass (a
+--max-time --quiet --diagnose``) and one option per field of the application's settings dataclass (a
 subclass of `TrainSettings`, so the shared flags have the same names, help and validation in
 every application).  ``train_command`` is the body of ``rnnkit <app> train``: it validates the
 flags, checks ``--out`` and a checkpoint to resume before any data is read, builds the task,
@@ -16,7 +16,8 @@ import math
 import sys
 from typing import Callable
 
-from .engine import fit, resume_settings
+from .diagnose import Diagnose
+from .engine import Callback, fit, resume_settings
 from .mpi import Group, world
 from .settings import TrainSettings, add_options, check_max_time, explicit_options, from_options
 from .task import Task
@@ -34,7 +35,17 @@ def add_train_options(p: argparse.ArgumentParser, settings: type[TrainSettings],
                    help="seconds this command may train, then a checkpoint and a clean stop "
                         "(--resume continues); without --steps the schedule is fitted to it")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--diagnose", action="store_true",
+                   help="measure the gradient flow through time at the start and at every "
+                        "evaluation: diagnostics.jsonl and gradient_flow.png in --out, a warning "
+                        "naming the layer when gradients vanish or explode (changes no number "
+                        "of the training; docs/diagnostics.md)")
     add_options(p, settings, skip)
+
+
+def run_callbacks(args: argparse.Namespace) -> list[Callback]:
+    """The callbacks the run options ask for: `Diagnose` with ``--diagnose``."""
+    return [Diagnose()] if getattr(args, "diagnose", False) else []
 
 
 def parse_settings(args: argparse.Namespace, cls: type[TrainSettings]):
@@ -77,7 +88,7 @@ def train_command(args: argparse.Namespace, cls: type[TrainSettings], app: str,
         + (f", {group.size} ranks" if group.size > 1 else ""))
     summary = fit(task, settings, args.out, checkpoint=ckpt, max_time=args.max_time,
                   fit_to_time=args.max_time is not None and "steps" not in explicit,
-                  progress=not args.quiet)
+                  callbacks=run_callbacks(args), progress=not args.quiet)
     say(report(summary, task, args.out))
     return 130 if summary["stopped"] == "interrupted" else 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.series import FILL_METHODS, SeriesSet, read_series_csv
-from ...train.cli import add_train_options, start_run
+from ...train.cli import add_train_options, run_callbacks, start_run
 from ...train.files import check_file_output
 from ...train.mpi import world
 from ...train.progress import plot_curves
@@ -214,7 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if log:
         log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}")
     model = build_forecaster(settings, data.freq, len(data.covariates))
-    info = model.fit(data, out=out, max_time=args.max_time, budget="steps" not in explicit, log=log)
+    info = model.fit(data, out=out, max_time=args.max_time, budget="steps" not in explicit, log=log,
+                     callbacks=run_callbacks(args))
     if not group.root:
         return 130 if info["stopped"] == "interrupted" else 0
     if not info.get("validation_windows", 1):

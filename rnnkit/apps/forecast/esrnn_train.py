@@ -172,11 +172,11 @@ class ESRNNForecaster:
         return [s.id for s in data.series if len(s) < need]
 
     def fit(self, data: SeriesSet, out: str | Path | None = None, max_time: float | None = None,
-            budget: bool = True, log=None) -> dict:
+            budget: bool = True, log=None, callbacks=()) -> dict:
         """Train ``ensemble`` models (seeds) on every series long enough; the others fall back
         to Naive2 (see `fallback_forecast`), with a message.  Each seed is one run of the shared
         loop (checkpointed in ``out/runs/seed<k>`` when ``out`` is given, so a stopped command
-        resumes); ``max_time`` and ``budget`` as in `Forecaster.fit`."""
+        resumes); ``max_time``, ``budget`` and ``callbacks`` as in `Forecaster.fit`."""
         s = self.s
         start = time.monotonic()
         deadline = None if max_time is None else start + max_time
@@ -210,7 +210,8 @@ class ESRNNForecaster:
                           checkpoint=load_checkpoint(folder) if has else None, max_time=share,
                           fit_to_time=budget and share is not None, max_steps=settings.steps,
                           callbacks=[KeepLast(s.es_last_epochs, settings.steps,
-                                              task.steps_per_epoch)], progress=False)
+                                              task.steps_per_epoch), *callbacks],
+                          progress=False)
             if summary["stopped"] == "interrupted" or (summary["stopped"] == "max-time"
                                                        and not budget):
                 stopped = summary["stopped"]

@@ -316,14 +316,16 @@ class Forecaster:
                          dropout=self.s.dropout, dtype=self.s.dtype)
 
     def fit(self, data: SeriesSet, out: str | Path | None = None, max_time: float | None = None,
-            budget: bool = True, log=None) -> dict:
+            budget: bool = True, log=None, callbacks=()) -> dict:
         """Train the ensemble on every window of ``data``; returns a summary (``info``).
 
         out: a folder for the networks' checkpoints (``out/runs/<name>``; a run found there is
         continued, a finished one reused).  max_time: seconds this call may train; ``budget``
         shares them between the networks and fits each one's steps to its share (the model
         completes), else it is a hard limit after which ``info["stopped"]`` says "max-time"
-        and the model is incomplete (fit again with the same ``out`` to continue).
+        and the model is incomplete (fit again with the same ``out`` to continue).  callbacks:
+        `rnnkit.train.engine.Callback`s of every network's run (``--diagnose`` writes to each
+        run's folder).
         """
         s, H, N = self.s, self.horizon, self.context
         deadline = Deadline(max_time)
@@ -357,7 +359,8 @@ class Forecaster:
             summary = fit(task, settings, folder, checkpoint=load_checkpoint(folder) if has else None,
                           max_time=share, fit_to_time=budget and share is not None,
                           max_steps=settings.steps, patience=patience,
-                          eval_at_start=patience is not None and task.linear, progress=False)
+                          eval_at_start=patience is not None and task.linear,
+                          callbacks=callbacks, progress=False)
             runs_left -= 1
             if summary["stopped"] == "interrupted" or (summary["stopped"] == "max-time" and not budget):
                 stopped = summary["stopped"]
