@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..data.files import write_atomic
 from ..nn import GRU, LSTM, RNN
 from .gates import permutation, permute_blocks
 
@@ -277,16 +277,4 @@ def export(module, path: str | os.PathLike, opset: int | None = None, *,
     (and c0) inputs; a language model always has them, since generation carries its state.
     The file appears complete or not at all (temporary file + rename).  Returns the path.
     """
-    data = to_onnx(module, opset, initial_state=initial_state).SerializeToString()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # same folder, so the rename below is atomic
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, to_onnx(module, opset, initial_state=initial_state).SerializeToString())

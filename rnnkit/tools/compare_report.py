@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from ..train.files import write_atomic
+from ..data.files import write_atomic
 from ..train.progress import save_figure
 from .compare_race import best_until
 

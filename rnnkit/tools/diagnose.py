@@ -25,7 +25,7 @@ import numpy as np
 
 from ..train.diagnose import measure
 from ..train.engine import fit
-from ..train.files import check_file_output
+from ..data.files import check_file_output
 from ..train.settings import TrainSettings
 from .synthetic import (CELLS, INITS, PROBLEMS, ProblemTask, baseline, matched_hidden, parameters,
                         steps_of)

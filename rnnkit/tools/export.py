@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..interop.onnx import DEFAULT_OPSET, MIN_OPSET
-from ..train.files import check_file_output
+from ..data.files import check_file_output
 from .load import load
 
 

@@ -39,7 +39,7 @@ from ..nn.module import Module
 from ..nn.probe import THRESHOLD, record_gradients, summarize
 from ..nn import GRU, LSTM, RNN
 from .engine import Callback, Run
-from .files import write_atomic
+from ..data.files import write_atomic
 
 EXPLODE_GROWTH = 100.0   # the norm k steps back exceeds the norm at the loss by more than this
 CLIP_MOST = 0.5          # clipping fired on more than this fraction of an interval's steps

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ...train.cli import add_train_options, train_command
-from ...train.files import check_file_output, write_atomic
+from ...data.files import check_file_output, write_atomic
 from ...train.task import TaskSpec
 from . import load
 from .charts import bundled_path, charts_text

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...data.series import FILL_METHODS, SeriesSet, read_series_csv
 from ...train.cli import add_train_options, run_callbacks, start_run
-from ...train.files import check_file_output
+from ...data.files import check_file_output
 from ...train.mpi import world
 from ...train.progress import plot_curves
 from ...train.settings import add_options, check_max_time, from_options

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ...train.cli import add_train_options, train_command
-from ...train.files import check_file_output
+from ...data.files import check_file_output
 from ...train.task import TaskSpec
 from .train import TranslateSettings
 

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ...data.batching import pad
+from ...data.files import write_atomic
 from .model import BOS, EOS, PAD, UNK
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -145,14 +146,7 @@ def write_pairs(path: str | os.PathLike, pairs: Iterable[tuple[str, str]]) -> in
         if "\t" in s + t or "\n" in s + t:
             raise ValueError(f"pair {s!r} -> {t!r} holds a tab or newline")
         lines.append(f"{s}\t{t}\n")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, "".join(lines))
     return len(lines)
 
 
