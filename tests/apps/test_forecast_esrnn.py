@@ -9,7 +9,7 @@ from rnnkit.apps.forecast.esrnn import (ESRNN, ESRNNConfig, pad_batch, penalty_m
                                         pinball_loss, shift_of, sigmoid, targets_mask)
 from rnnkit.apps.forecast.esrnn_train import ESRNNForecaster, ESRNNTask, fallback_forecast
 from rnnkit.apps.forecast.metrics import mase, naive, naive2
-from rnnkit.apps.forecast.models import build_forecaster, load_forecaster
+from rnnkit.apps.forecast.models import COLLECTION, build_forecaster, choose_model, load_forecaster
 from rnnkit.apps.forecast.train import ForecastSettings
 from rnnkit.cli import main
 from rnnkit.data.series import Frequency, Series, SeriesSet
@@ -280,6 +280,47 @@ def test_cli_esrnn_backtest_train_predict(tmp_path, capsys):
     pred = json.loads(capsys.readouterr().out)
     assert [s["id"] for s in pred["series"]] == ["s0", "s1", "s2", "s3"]
     assert pred["series"][0]["time"][0] == "2005-01-01"  # 60 months from 2000-01
+
+
+def test_auto_takes_the_esrnn_for_seasonal_collections_only():
+    """--model auto (the default): the ES-RNN for a seasonal collection of COLLECTION or more
+    series without covariates, the direct model for fewer series, no season, or covariates;
+    an explicit model is kept."""
+    rng = np.random.default_rng(8)
+    many = collection(seasonal_collection(rng, COLLECTION, 40), MONTHLY)
+    few = collection(seasonal_collection(rng, COLLECTION - 1, 40), MONTHLY)
+    auto = ForecastSettings(horizon=6)
+    assert auto.model == "auto"
+    assert choose_model(auto, many).model == "esrnn"
+    assert choose_model(auto, few).model == "direct"
+    assert choose_model(ForecastSettings(horizon=6, season=1), many).model == "direct"
+    yearly = collection(seasonal_collection(rng, COLLECTION, 40), YEARLY)
+    assert choose_model(auto, yearly).model == "direct"
+    with_covariates = collection(seasonal_collection(rng, COLLECTION, 40), MONTHLY)
+    with_covariates.covariates = ("x",)
+    assert choose_model(auto, with_covariates).model == "direct"
+    assert choose_model(ForecastSettings(horizon=6, model="direct"), many).model == "direct"
+    assert choose_model(ForecastSettings(horizon=6, model="esrnn"), few).model == "esrnn"
+    with pytest.raises(ValueError, match="choose_model"):
+        build_forecaster(auto, MONTHLY, 0)
+
+
+def test_cli_auto_saves_and_reports_the_model_it_chose(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    path = write_long_csv(tmp_path / "s.csv", seasonal_collection(rng, COLLECTION, 40))
+    tiny = ["--es-min-steps", "1", "--es-epochs", "1", "--es-last-epochs", "1", "--ensemble", "1",
+            "--hidden", "3", "--quiet"]
+    model_dir = tmp_path / "model"
+    assert main(["forecast", "train", "--csv", str(path), "--target", "y", "--id-col", "id",
+                 "--horizon", "4", "--out", str(model_dir), *tiny]) == 0
+    saved = json.loads((model_dir / "config.json").read_text())
+    assert saved["settings"]["model"] == "esrnn"
+    assert isinstance(load_forecaster(model_dir)[0], ESRNNForecaster)
+    one = write_long_csv(tmp_path / "one.csv", seasonal_collection(rng, 1, 40))
+    assert main(["forecast", "backtest", "--csv", str(one), "--target", "y", "--id-col", "id",
+                 "--horizon", "4", "--folds", "1", "--json", "--no-references", "--steps", "20",
+                 "--eval-every", "10", *tiny]) == 0
+    assert json.loads(capsys.readouterr().out)["model_kind"] == "direct"
 
 
 def test_onnx_export_matches_forecast_and_rnnkit_load(tmp_path, capsys):

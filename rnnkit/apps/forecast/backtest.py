@@ -17,7 +17,7 @@ from __future__ import annotations
 from ...data.series import SeriesSet
 from . import classical
 from .metrics import BASELINES, interval_metrics, mean_of, owa, point_metrics
-from .models import build_forecaster
+from .models import build_forecaster, choose_model
 from .train import Deadline, ForecastSettings
 
 POINT = ("mae", "rmse", "smape", "mase")
@@ -47,6 +47,7 @@ def backtest(data: SeriesSet, settings: ForecastSettings, folds: int = 3,
     series {fold, id, origin (index into the series), actual, mean, sd, lower_80, ...}.
     """
     settings.check()
+    settings = choose_model(settings, data)
     H = settings.horizon
     references = classical.available() if references is None else tuple(references)
     season = context = None

@@ -20,7 +20,7 @@ from ...train.settings import add_options, check_max_time, from_options
 from ...train.task import TaskSpec
 from .backtest import backtest, format_table
 from .plot import plot_forecasts
-from .models import build_forecaster, load_forecaster
+from .models import build_forecaster, choose_model, load_forecaster
 from .train import Forecaster, ForecastSettings, calibrate_variance, fingerprint, save_plan
 
 
@@ -207,12 +207,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--resume: the data (or its options) differ from the run's")
         return data, options
     data, options = group.together(read)  # every rank reads the CSV itself
+    settings = choose_model(settings, data)  # --model auto: by the data, saved as chosen
     if ckpt is None and group.root:  # under MPI rank 0 alone writes the run folder
         out.mkdir(parents=True, exist_ok=True)
         save_plan(out, settings, options, data)
     log = _log(args)
     if log:
-        log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}")
+        log(f"rnnkit forecast train: {_describe(data)}, horizon {settings.horizon}, "
+            f"model {settings.model}")
     model = build_forecaster(settings, data.freq, len(data.covariates))
     info = model.fit(data, out=out, max_time=args.max_time, budget="steps" not in explicit, log=log,
                      callbacks=run_callbacks(args))

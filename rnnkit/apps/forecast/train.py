@@ -72,9 +72,11 @@ class ForecastSettings(with_defaults(
                       choices=("nll", "mse", "mae"))
     linear_init: bool = field(True, "start the head's linear path at the ridge-regression forecast")
     recurrent: bool = field(True, "train the network; --no-recurrent keeps the ridge forecast alone")
-    model: str = field("direct", "esrnn: per-series exponential smoothing learned jointly with a "
-                                 "global RNN (Smyl's M4 winner); direct: an RNN over scaled "
-                                 "windows with a Gaussian head", choices=("esrnn", "direct"))
+    model: str = field("auto", "esrnn: per-series exponential smoothing learned jointly with a "
+                               "global RNN (Smyl's M4 winner); direct: an RNN over scaled windows "
+                               "with a Gaussian head; auto: esrnn for a seasonal collection of 32 "
+                               "or more series without covariates, else direct",
+                       choices=("auto", "esrnn", "direct"))
     es_epochs: int = field(20, "ES-RNN: passes over the series per ensemble member")
     es_min_steps: int = field(400, "ES-RNN: at least this many updates per member (a data set "
                                    "of few series makes few updates per pass)")
@@ -99,8 +101,8 @@ class ForecastSettings(with_defaults(
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.es_lr) and self.es_lr > 0 and self.es_penalty >= 0):
             raise ValueError("--es-lr must be > 0 and --es-penalty >= 0")
-        if self.model not in ("esrnn", "direct"):
-            raise ValueError(f"--model must be esrnn or direct, got {self.model!r}")
+        if self.model not in ("auto", "esrnn", "direct"):
+            raise ValueError(f"--model must be auto, esrnn or direct, got {self.model!r}")
 
 
 def resolve(s: ForecastSettings, freq: Frequency) -> tuple[int, int]:
