@@ -328,8 +328,7 @@ def resolve_synths(synth: str | list[str] = "auto", split: str = "train") -> tup
         absent = [f"{why}" for s, why in missing.items() if s != "piper" or split != "heldout"]
         note = None
         if absent:
-            note = "; ".join(absent) + f"; speaking with {' and '.join(found)} only (every other " \
-                "synthesiser family helps the recogniser on voices it never heard)"
+            note = "; ".join(absent) + f"; speaking with {' and '.join(found)} only"
         return found, note
     if synth == "all":
         wanted = list(SYNTHS)
