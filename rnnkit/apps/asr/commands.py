@@ -17,13 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     asr = sub.add_parser("asr", help="speech recognition with CTC")
     verbs = asr.add_subparsers(dest="verb", required=True, metavar="{make-data,train,transcribe,eval}")
 
-    p = verbs.add_parser("make-data", help="synthesise spoken digits or words (espeak-ng, DECtalk)",
+    p = verbs.add_parser("make-data", help="synthesise spoken digits or words (espeak-ng, DECtalk, Piper)",
                          description="Write N utterances as 16 kHz WAVs plus DIR/manifest.jsonl, "
                                      "spoken by espeak-ng (random English accent, voice variant, "
                                      "speed, pitch, pitch range, amplitude, word gap) and, where "
                                      "installed (pip install 'rnnkit[dectalk]'), DECtalk (random "
-                                     "speaker, pitch, head size, voice quality, rate, pauses), "
-                                     "with a little noise.  Needs espeak-ng on PATH or DECtalk.")
+                                     "speaker, pitch, head size, voice quality, rate, pauses) and "
+                                     "Piper (pip install 'rnnkit[piper]': phoneme length, noise, "
+                                     "pauses), with a little noise.  Needs one of them.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--n", type=int, required=True, help="number of utterances")
     p.add_argument("--vocab", choices=("digits", "words"), default="digits",
