@@ -4,9 +4,10 @@ Layout of a checkpoint directory::
 
     config.json     the config dict (what rebuilds the model: sizes, vocab, settings)
     <group>.npz     one archive per array group, e.g. params.npz, optim.npz, state.npz
-    meta.json       written last: {"format": "rnnkit-checkpoint", "version": 1,
+    meta.json       written last: {"format": "rnnkit-checkpoint", "version": 2,
                                    "files": {file name: sha256 hex, ...},   # every file above
-                                   "meta": {...}}   # the caller's meta: step, rng, best val...
+                                   "meta": {...},   # the caller's meta: step, rng, best val...
+                                   "meta_sha256": sha256 hex of "meta"}   # (new in version 2)
 
 Atomic replacement (why a whole-directory swap): a checkpoint is several files that only
 make sense together (parameters of step 1000 with the optimizer moments of step 500 would
@@ -53,10 +54,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["load_checkpoint", "rng_from_state", "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = ["checkpoint_format", "load_checkpoint", "rng_from_state", "rng_state", "save_checkpoint", "set_rng_state"]
 
 FORMAT = "rnnkit-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: meta.json holds a checksum of its meta; 1 is still read
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 # Group names become file names: keep them to a safe, portable alphabet.
@@ -373,9 +374,13 @@ def _parse(directory: Path, reader: _DirReader) -> tuple[
             or not isinstance(marker.get("files"), dict)
             or not isinstance(marker.get("meta"), dict)):
         raise _corrupt(meta_path, f"not an {FORMAT} marker (needs format, files, meta)")
-    if marker.get("version") != VERSION:
-        raise _corrupt(meta_path, f"unsupported format version {marker.get('version')!r}")
-    if marker.get("meta_sha256") != _meta_digest(marker["meta"]):
+    version = marker.get("version")
+    if version not in (1, VERSION):
+        raise _corrupt(meta_path, f"unsupported format version {version!r} (this rnnkit reads "
+                                  f"1 to {VERSION}; a newer rnnkit wrote it?)")
+    # version 1 (rnnkit before the shared training engine) had no checksum of the meta
+    if (version > 1 or "meta_sha256" in marker) and \
+            marker.get("meta_sha256") != _meta_digest(marker["meta"]):
         raise _corrupt(meta_path, "checksum mismatch of its meta (the step, history or random "
                                   "state was modified after saving)")
     checksums: dict[str, Any] = marker["files"]
@@ -405,6 +410,17 @@ def _parse(directory: Path, reader: _DirReader) -> tuple[
         else:
             arrays[group] = _load_npz(path, data)
     return config, arrays, marker["meta"]
+
+
+def checkpoint_format(directory: str | os.PathLike[str]) -> int:
+    """The format version of the checkpoint in ``directory`` (1: written by rnnkit before the
+    shared training engine, whose settings and meta differ); `load_checkpoint` checks the rest."""
+    path = Path(directory) / META_FILE
+    try:
+        version = json.loads(path.read_bytes()).get("version")
+    except (OSError, ValueError, AttributeError):
+        raise _corrupt(path, "missing or not JSON") from None
+    return version if isinstance(version, int) else 0
 
 
 def load_checkpoint(

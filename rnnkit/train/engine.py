@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..nn.optim import Adam, clip_grad_norm, cosine_lr, warmup
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import checkpoint_format, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .mpi import Group, world
 from .progress import Progress, plot_history
 from .settings import TrainSettings, check_max_time, from_dict, merge_resumed
@@ -178,6 +178,10 @@ def resume_settings(out: str | Path, app: str, given: TrainSettings, explicit: s
         if not has:
             raise ValueError(f"--resume: {out} holds no checkpoint (no run has trained there)")
         ckpt = load_checkpoint(out)
+        if checkpoint_format(out) < 2:
+            raise ValueError(f"--resume: {out} was written by an older rnnkit (checkpoint format "
+                             "1): it loads for inference, but a run resumes only in the version "
+                             "that started it; start a new run")
         config = ckpt[0]
         if config.get("app") != app:
             raise ValueError(f"--resume: {out} holds a checkpoint of {config.get('app')!r}, "
@@ -224,7 +228,8 @@ def load_run(directory: str | Path, app: str, settings: type[TrainSettings]) -> 
     if config.get("app") != app:
         raise ValueError(f"{directory} holds a run of {config.get('app')!r}, not of {app!r}")
     return SavedRun(directory, config, arrays, meta,
-                    from_dict(settings, config.get("settings"), where=f"{directory}/config.json"))
+                    from_dict(settings, config.get("settings"), where=f"{directory}/config.json",
+                              older=checkpoint_format(directory) < 2))
 
 
 @contextlib.contextmanager

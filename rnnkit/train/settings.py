@@ -142,17 +142,28 @@ def from_options(cls: type[T], ns: argparse.Namespace, **overrides: Any) -> T:
     return cls(**values)
 
 
-def from_dict(cls: type[T], d: Any, where: str = "") -> T:
+# settings that older rnnkit versions saved and this one no longer has (max_time: a flag of the
+# run since the shared training engine, not a setting of the model)
+RETIRED = ("max_time",)
+
+
+def from_dict(cls: type[T], d: Any, where: str = "", older: bool = False) -> T:
     """Build ``cls`` from a checkpoint's JSON dict, refusing unknown and missing keys.
 
     A checkpoint written by another version (or edited by hand) is reported naming the keys,
-    never turned into a TypeError or silently filled with today's defaults.
+    never turned into a TypeError or silently filled with today's defaults.  ``older``: the
+    checkpoint's format says an older rnnkit wrote it (read for inference, not to resume): its
+    RETIRED keys are dropped and settings added since take today's defaults.
     """
     what = f"{where}: " if where else ""
     if not isinstance(d, dict):
         raise ValueError(f"{what}{cls.__name__} settings must be a JSON object, got "
                          f"{type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
+    if older:
+        d = {k: v for k, v in d.items() if k not in RETIRED or k in names}
+        defaults = cls()
+        d.update({name: getattr(defaults, name) for name in names if name not in d})
     unknown, missing = sorted(set(d) - names), sorted(names - set(d))
     if unknown or missing:
         raise ValueError(f"{what}{cls.__name__} settings do not match this version of rnnkit: "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from ...data.series import Frequency, SeriesSet
-from ...train.checkpoint import load_checkpoint
+from ...train.checkpoint import checkpoint_format, load_checkpoint
 from .esrnn_train import ESRNNForecaster
 from .train import Forecaster, ForecastSettings
 
@@ -46,6 +46,9 @@ def load_forecaster(directory):
     config, _, _ = load_checkpoint(directory)
     if config.get("app") != "forecast":
         raise ValueError(f"{directory} is not a forecasting checkpoint")
+    if checkpoint_format(directory) < 2:
+        raise ValueError(f"{directory} was written by an older rnnkit (checkpoint format 1), "
+                         "whose forecasters this version does not read: train it again")
     settings = config.get("settings")
     if config.get("model") == "esrnn" or (isinstance(settings, dict)
                                           and settings.get("model") == "esrnn"):
