@@ -238,6 +238,17 @@ def test_augment_is_a_seeded_window_scaled_and_jittered():
     noise = augment(z, np.random.default_rng(5), jitter=0.05) - z
     assert noise.shape == z.shape and 0.04 < noise.std() < 0.06
     assert len(augment(z[:1], np.random.default_rng(0), crop=0.01)) == 1  # never empty
+    ramp = np.linspace(0, 1, 50)[:, None] * [1, -2]
+    seen = set()
+    for k in range(100):
+        v = augment(ramp, np.random.default_rng(k), stretch=0.25)
+        seen.add(len(v))
+        assert 40 <= len(v) <= 63                                     # 50 / 1.25 .. 50 * 1.25
+        np.testing.assert_allclose(v[[0, -1]], ramp[[0, -1]], atol=1e-12)  # ends kept
+        np.testing.assert_allclose(np.diff(v, axis=0), np.diff(v, axis=0)[:1].repeat(len(v) - 1, 0),
+                                   atol=1e-12)                        # a ramp stays a ramp
+    assert min(seen) <= 42 and max(seen) >= 60
+    assert augment(np.ones((1, 2)), np.random.default_rng(0), stretch=3).shape[1] == 2
 
 
 def test_augmented_batches_are_fresh_views_drawn_from_the_step(tmp_path, rng):
@@ -246,8 +257,8 @@ def test_augmented_batches_are_fresh_views_drawn_from_the_step(tmp_path, rng):
     path = write(tmp_path, format_ts(series, ["a", "b"] * 6, "au"))
     kw = dict(ensemble=2, hidden=4, batch=4, stack=3, dtype="float64")
     plain = ClassifyTask(ClassifySettings(**kw), path)
-    task = ClassifyTask(ClassifySettings(**kw, crop=0.5, jitter=0.1, magnitude=0.1), path)
-    again = ClassifyTask(ClassifySettings(**kw, crop=0.5, jitter=0.1, magnitude=0.1), path)
+    aug = dict(crop=0.5, jitter=0.1, magnitude=0.1)
+    task, again = (ClassifyTask(ClassifySettings(**kw, **aug), path) for _ in range(2))
     assert task.augment and not plain.augment
     (members, _), (same, _) = task.batch(3), again.batch(3)
     for (x, lengths, y), (x2, lengths2, y2), b, (_, plain_lengths, _) in zip(

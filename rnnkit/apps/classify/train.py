@@ -55,6 +55,8 @@ class ClassifySettings(with_defaults(
                                                    "sequence near 64 steps")
     crop: float = field(1.0, "features: each training step shows every sequence as a random "
                              "window of at least this fraction of its length (1: whole)")
+    stretch: float = field(0.0, "features: resample each training sequence to between 1 / (1 + "
+                                "this) and 1 + this times its length each step")
     jitter: float = field(0.0, "features: add Gaussian noise of this sd (in scaled units) to "
                                "the training sequences each step")
     magnitude: float = field(0.0, "features: multiply each training sequence's channels by "
@@ -78,13 +80,13 @@ class ClassifySettings(with_defaults(
         at_least(self, "embed", "vocab_size", low=0)
         if not 0 < self.crop <= 1:
             raise ValueError(f"--crop must lie in (0, 1], got {self.crop}")
-        for name in ("jitter", "magnitude"):
+        for name in ("stretch", "jitter", "magnitude"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def augments(self) -> bool:
-        return self.crop < 1 or self.jitter > 0 or self.magnitude > 0
+        return self.crop < 1 or self.stretch > 0 or self.jitter > 0 or self.magnitude > 0
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(self.id_col, self.time_col, self.label_col, self.features, self.fill)
@@ -269,8 +271,9 @@ class ClassifyTask(Task):
             idx = b[step]
             if self.augment:
                 rng = np.random.default_rng([s.seed, 4, k, step])
-                xs = [self.inputs.glue(augment(self.train_z[i], rng, s.crop, s.jitter,
-                                               s.magnitude), self.model.dtype) for i in idx]
+                views = (augment(self.train_z[i], rng, s.crop, s.jitter, s.magnitude, s.stretch)
+                         for i in idx)
+                xs = [self.inputs.glue(v, self.model.dtype) for v in views]
             else:
                 xs = [self.train_x[i] for i in idx]
             x, lengths = pad(xs)
