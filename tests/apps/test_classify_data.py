@@ -256,10 +256,10 @@ def test_augmented_batches_are_fresh_views_drawn_from_the_step(tmp_path, rng):
               for _ in range(12)]
     path = write(tmp_path, format_ts(series, ["a", "b"] * 6, "au"))
     kw = dict(ensemble=2, hidden=4, batch=4, stack=3, dtype="float64")
-    plain = ClassifyTask(ClassifySettings(**kw), path)
-    aug = dict(crop=0.5, jitter=0.1, magnitude=0.1)
+    plain = ClassifyTask(ClassifySettings(**kw, stretch=0.0), path)
+    aug = dict(crop=0.5, stretch=0.0, jitter=0.1, magnitude=0.1)
     task, again = (ClassifyTask(ClassifySettings(**kw, **aug), path) for _ in range(2))
-    assert task.augment and not plain.augment
+    assert task.augment and not plain.augment and ClassifySettings().augments  # default: stretch
     (members, _), (same, _) = task.batch(3), again.batch(3)
     for (x, lengths, y), (x2, lengths2, y2), b, (_, plain_lengths, _) in zip(
             members, same, task.batches, plain.batch(3)[0]):

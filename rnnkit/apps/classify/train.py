@@ -55,7 +55,7 @@ class ClassifySettings(with_defaults(
                                                    "sequence near 64 steps")
     crop: float = field(1.0, "features: each training step shows every sequence as a random "
                              "window of at least this fraction of its length (1: whole)")
-    stretch: float = field(0.0, "features: resample each training sequence to between 1 / (1 + "
+    stretch: float = field(0.25, "features: resample each training sequence to between 1 / (1 + "
                                 "this) and 1 + this times its length each step")
     jitter: float = field(0.0, "features: add Gaussian noise of this sd (in scaled units) to "
                                "the training sequences each step")
