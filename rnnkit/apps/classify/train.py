@@ -1,14 +1,16 @@
 """Training a sequence classifier on the shared loop, and classifying with a trained one.
 
-The training file is read once (`data.read_data`).  With ``--val-fraction`` a stratified part
-of it is held out (every class keeps at least one training sequence) and its accuracy
-(balanced accuracy with ``--balance``) picks the best parameters; by default every sequence
-trains and the last parameters are kept.  `Inputs` prepares the sequences once - per-channel
-scaling fitted on the training part only and frames glued in groups of ``--stack`` for
-features, a vocabulary of the training part for text.  Each step gives every member of the
-`Ensemble` its own batch of sequences of similar length (`EpochBatches`); each member runs over
-its padded batch with the lengths and minimises the cross-entropy (weighted by inverse class
-frequency with ``--balance``).  The checkpoint rebuilds the `Classifier`.
+The training file is read once (`data.read_data`).  With ``--val-fraction`` a stratified part of
+it is held out (every class keeps at least one training sequence) and its accuracy (balanced
+accuracy with ``--balance``) picks the best parameters; by default every sequence trains and the
+last parameters are kept.  `Inputs` prepares the sequences once - per-channel scaling fitted on
+the training part only and frames glued in groups of ``--stack`` for features, a vocabulary of
+the training part for text.  Each step gives every member of the `Ensemble` its own batch of
+sequences of similar length (`EpochBatches`), features seen as fresh random views
+(`data.augment`: time-stretched by default) drawn from (seed, member, step) alone, so a resumed
+run draws the same; each member runs over its padded batch with the lengths and minimises the
+cross-entropy (weighted by inverse class frequency with ``--balance``).  The checkpoint rebuilds
+the `Classifier`.
 """
 from __future__ import annotations
 
