@@ -205,7 +205,8 @@ def charts(tmp_path, capsys):
 def test_resume_after_max_time_is_exact(tmp_path, charts, capsys):
     args = ["classify", "train", "--data", str(charts / "train.ts"), "--hidden", "6",
             "--batch", "8", "--warmup", "3", "--eval-every", "7", "--ensemble", "2",
-            "--dropout", "0.2", "--quiet", "--steps", "30"]
+            "--dropout", "0.2", "--quiet", "--steps", "30", "--crop", "0.7", "--stretch", "0.2",
+            "--jitter", "0.05", "--magnitude", "0.1"]
     assert run_cli(capsys, *args, "--out", str(tmp_path / "whole"))[0] == 0
     code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "cut"), "--max-time", "1e-6")
     assert code == 0 and "--max-time reached" in err and "step 1 of 30" in err

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from rnnkit.apps.classify.charts import bundled_path, charts_text
-from rnnkit.apps.classify.data import (ReadOptions, Scaler, read_data, stratified_split)
+from rnnkit.apps.classify.data import (ReadOptions, Scaler, augment, read_data,
+                                       stratified_split)
 from rnnkit.apps.classify.train import ClassifySettings, ClassifyTask
 from rnnkit.apps.classify.tsfile import format_ts, read_ts
 from rnnkit.data.audio import write_wav
@@ -208,3 +209,70 @@ def test_bundled_charts_are_what_the_generator_writes():
     assert len(ts.series) == 300 and sorted(set(ts.labels)) == sorted(ts.class_labels)
     assert {len(s) for s in ts.series} <= set(range(40, 81)) and len({len(s) for s in ts.series}) > 20
     assert json.dumps(ts.labels).count("cyclic") == 50
+
+
+def test_augment_is_a_seeded_window_scaled_and_jittered():
+    z = np.random.default_rng(1).standard_normal((50, 2))
+    before = z.copy()
+    views = [augment(z, np.random.default_rng(7), crop=0.8) for _ in range(2)]
+    np.testing.assert_array_equal(views[0], views[1])              # the same seed, the same view
+    lengths, starts = set(), set()
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        v = augment(z, rng, crop=0.8)
+        L = len(v)
+        assert 40 <= L <= 50                                          # ceil(0.8 * 50) = 40
+        start = [s for s in range(50 - L + 1) if np.array_equal(z[s : s + L], v)]
+        assert len(start) == 1                                        # a contiguous window
+        lengths.add(L)
+        starts.add(start[0])
+    assert lengths == set(range(40, 51)) and starts == set(range(11))  # every window drawn
+    np.testing.assert_array_equal(z, before)                          # the input is untouched
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    assert augment(z, rng) is z and rng.bit_generator.state == state  # nothing asked: nothing drawn
+    v = augment(z, np.random.default_rng(5), magnitude=0.1)
+    ratio = v / z                                                     # one factor per channel
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:1], ratio.shape), rtol=1e-12)
+    assert np.all(np.abs(ratio[0] - 1) < 0.5) and not np.allclose(ratio[0], 1)
+    noise = augment(z, np.random.default_rng(5), jitter=0.05) - z
+    assert noise.shape == z.shape and 0.04 < noise.std() < 0.06
+    assert len(augment(z[:1], np.random.default_rng(0), crop=0.01)) == 1  # never empty
+    ramp = np.linspace(0, 1, 50)[:, None] * [1, -2]
+    seen = set()
+    for k in range(100):
+        v = augment(ramp, np.random.default_rng(k), stretch=0.25)
+        seen.add(len(v))
+        assert 40 <= len(v) <= 63                                     # 50 / 1.25 .. 50 * 1.25
+        np.testing.assert_allclose(v[[0, -1]], ramp[[0, -1]], atol=1e-12)  # ends kept
+        np.testing.assert_allclose(np.diff(v, axis=0), np.diff(v, axis=0)[:1].repeat(len(v) - 1, 0),
+                                   atol=1e-12)                        # a ramp stays a ramp
+    assert min(seen) <= 42 and max(seen) >= 60
+    assert augment(np.ones((1, 2)), np.random.default_rng(0), stretch=3).shape[1] == 2
+
+
+def test_augmented_batches_are_fresh_views_drawn_from_the_step(tmp_path, rng):
+    series = [np.round(rng.standard_normal((int(rng.integers(20, 41)), 2)), 6)
+              for _ in range(12)]
+    path = write(tmp_path, format_ts(series, ["a", "b"] * 6, "au"))
+    kw = dict(ensemble=2, hidden=4, batch=4, stack=3, dtype="float64")
+    plain = ClassifyTask(ClassifySettings(**kw, stretch=0.0), path)
+    aug = dict(crop=0.5, stretch=0.0, jitter=0.1, magnitude=0.1)
+    task, again = (ClassifyTask(ClassifySettings(**kw, **aug), path) for _ in range(2))
+    assert task.augment and not plain.augment and ClassifySettings().augments  # default: stretch
+    (members, _), (same, _) = task.batch(3), again.batch(3)
+    for (x, lengths, y), (x2, lengths2, y2), b, (_, plain_lengths, _) in zip(
+            members, same, task.batches, plain.batch(3)[0]):
+        np.testing.assert_array_equal(x, x2)                          # drawn from the step alone
+        np.testing.assert_array_equal(lengths, lengths2)
+        full = np.array([len(series[i]) for i in b[3]])
+        assert np.all(lengths >= np.ceil(np.ceil(0.5 * full) / 3))    # glued windows
+        assert np.all(lengths <= plain_lengths)
+        for n, L in enumerate(lengths):
+            assert np.all(x[n, L:] == 0) and np.any(x[n, L - 1] != 0)  # zero beyond its length
+    assert not np.array_equal(task.batch(3)[0][0][0], task.batch(4)[0][0][0])
+    text = write(tmp_path, '{"text": "ab", "label": "x"}\n{"text": "ba", "label": "y"}\n',
+                 "t.jsonl")
+    assert not ClassifyTask(ClassifySettings(ensemble=1, hidden=4, crop=0.5), text).augment
+    with pytest.raises(ValueError, match="--crop"):
+        ClassifySettings(crop=0).check()

@@ -335,3 +335,32 @@ class Scaler:
 
     def to_json(self) -> dict:
         return {"mean": self.mean.tolist(), "sd": self.sd.tolist()}
+
+
+def augment(z: np.ndarray, rng: np.random.Generator, crop: float = 1.0, jitter: float = 0.0,
+            magnitude: float = 0.0, stretch: float = 0.0) -> np.ndarray:
+    """One random view of a scaled (T, F) training sequence, drawn from ``rng``: a window of L
+    consecutive steps, L uniform over [ceil(crop T), T], at a uniform start (crop 1: the whole
+    sequence, nothing drawn); resampled (linear interpolation, both ends kept) to
+    max(1, round(r L)) steps, log r uniform over [-log(1 + stretch), log(1 + stretch)]; each
+    channel times a factor from N(1, magnitude); plus noise from N(0, jitter) on every value.
+    The input is never modified."""
+    T = len(z)
+    if crop < 1:
+        L = int(rng.integers(max(1, int(np.ceil(crop * T))), T + 1))
+        start = int(rng.integers(0, T - L + 1))
+        z = z[start : start + L]
+    if stretch > 0:
+        L = len(z)
+        r = float(np.exp(rng.uniform(-np.log1p(stretch), np.log1p(stretch))))
+        n = max(1, int(round(r * L)))
+        if L == 1 or n == 1:
+            z = np.repeat(z[:1], n, axis=0) if L == 1 else z[:1]
+        else:
+            t = np.linspace(0.0, L - 1, n)
+            z = np.stack([np.interp(t, np.arange(L), z[:, f]) for f in range(z.shape[1])], 1)
+    if magnitude > 0:
+        z = z * rng.normal(1.0, magnitude, size=(1, z.shape[1]))
+    if jitter > 0:
+        z = z + rng.normal(0.0, jitter, size=z.shape)
+    return z

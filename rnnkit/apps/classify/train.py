@@ -1,14 +1,16 @@
 """Training a sequence classifier on the shared loop, and classifying with a trained one.
 
-The training file is read once (`data.read_data`).  With ``--val-fraction`` a stratified part
-of it is held out (every class keeps at least one training sequence) and its accuracy
-(balanced accuracy with ``--balance``) picks the best parameters; by default every sequence
-trains and the last parameters are kept.  `Inputs` prepares the sequences once - per-channel
-scaling fitted on the training part only and frames glued in groups of ``--stack`` for
-features, a vocabulary of the training part for text.  Each step gives every member of the
-`Ensemble` its own batch of sequences of similar length (`EpochBatches`); each member runs over
-its padded batch with the lengths and minimises the cross-entropy (weighted by inverse class
-frequency with ``--balance``).  The checkpoint rebuilds the `Classifier`.
+The training file is read once (`data.read_data`).  With ``--val-fraction`` a stratified part of
+it is held out (every class keeps at least one training sequence) and its accuracy (balanced
+accuracy with ``--balance``) picks the best parameters; by default every sequence trains and the
+last parameters are kept.  `Inputs` prepares the sequences once - per-channel scaling fitted on
+the training part only and frames glued in groups of ``--stack`` for features, a vocabulary of
+the training part for text.  Each step gives every member of the `Ensemble` its own batch of
+sequences of similar length (`EpochBatches`), features seen as fresh random views
+(`data.augment`: time-stretched by default) drawn from (seed, member, step) alone, so a resumed
+run draws the same; each member runs over its padded batch with the lengths and minimises the
+cross-entropy (weighted by inverse class frequency with ``--balance``).  The checkpoint rebuilds
+the `Classifier`.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from ...nn import CrossEntropyLoss, no_grad
 from ...train.engine import load_run
 from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
-from .data import Dataset, ReadOptions, Scaler, class_list, encode_labels, read_data, \
+from .data import Dataset, ReadOptions, Scaler, augment, class_list, encode_labels, read_data, \
     stratified_split
 from .metrics import scores
 from .model import POOLS, Ensemble, NetConfig
@@ -53,6 +55,14 @@ class ClassifySettings(with_defaults(
     stack: int | None = shown(field(None, "glue this many consecutive feature frames into one "
                                           "step"), "as many as keep the longest training "
                                                    "sequence near 64 steps")
+    crop: float = field(1.0, "features: each training step shows every sequence as a random "
+                             "window of at least this fraction of its length (1: whole)")
+    stretch: float = field(0.25, "features: resample each training sequence to between 1 / (1 + "
+                                "this) and 1 + this times its length each step")
+    jitter: float = field(0.0, "features: add Gaussian noise of this sd (in scaled units) to "
+                               "the training sequences each step")
+    magnitude: float = field(0.0, "features: multiply each training sequence's channels by "
+                                  "factors drawn from N(1, this sd) each step")
     balance: bool = field(False, "weight the loss by inverse class frequency (and pick the "
                                  "best parameters by balanced accuracy)")
     tokens: str = field("char", "text: characters or words", choices=("char", "word"))
@@ -70,6 +80,15 @@ class ClassifySettings(with_defaults(
         super().check()
         at_least(self, "ensemble", "stack")
         at_least(self, "embed", "vocab_size", low=0)
+        if not 0 < self.crop <= 1:
+            raise ValueError(f"--crop must lie in (0, 1], got {self.crop}")
+        for name in ("stretch", "jitter", "magnitude"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def augments(self) -> bool:
+        return self.crop < 1 or self.stretch > 0 or self.jitter > 0 or self.magnitude > 0
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(self.id_col, self.time_col, self.label_col, self.features, self.fill)
@@ -139,7 +158,10 @@ class Inputs:
 
     def frames(self, x: np.ndarray, dtype) -> np.ndarray:
         """(T, F) -> (ceil(T / stack), stack F), scaled; the last group zero-padded."""
-        z = self.scaler(x)
+        return self.glue(self.scaler(x), dtype)
+
+    def glue(self, z: np.ndarray, dtype) -> np.ndarray:
+        """Scaled (T, F) -> (ceil(T / stack), stack F); the last group zero-padded."""
         k = self.stack
         T = len(z)
         if T % k:
@@ -210,6 +232,10 @@ class ClassifyTask(Task):
         dtype = np.dtype(s.dtype)
         self.train_x, self.train_y = self.inputs.encode(train, dtype), y[tr]
         self.val_x, self.val_y = self.inputs.encode(val, dtype), y[va]
+        # augmentation (features only): each step views the scaled training sequences afresh,
+        # from a generator of (seed, member, step) alone, so a resumed run draws the same views
+        self.augment = s.augments and ds.kind != "text"
+        self.train_z = [self.inputs.scaler(x) for x in train.items] if self.augment else None
         self.source = ds.source
         if ds.kind == "text" and s.embed == 0:
             raise ValueError("--embed 0 sends features straight into the recurrent layer; text "
@@ -242,9 +268,17 @@ class ClassifyTask(Task):
         """(members, totals): one batch (x, lengths, y) per member, and each member's total loss
         weight over its whole batch (its rows, or the sum of their class weights)."""
         members, totals = [], []
-        for b in self.batches:
+        s = self.s
+        for k, b in enumerate(self.batches):
             idx = b[step]
-            x, lengths = pad([self.train_x[i] for i in idx])
+            if self.augment:
+                rng = np.random.default_rng([s.seed, 4, k, step])
+                views = (augment(self.train_z[i], rng, s.crop, s.jitter, s.magnitude, s.stretch)
+                         for i in idx)
+                xs = [self.inputs.glue(v, self.model.dtype) for v in views]
+            else:
+                xs = [self.train_x[i] for i in idx]
+            x, lengths = pad(xs)
             y = self.train_y[idx]
             members.append((x, lengths, y))
             totals.append(len(y) if self.weights is None else float(self.weights[y].sum()))
