@@ -82,8 +82,8 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None):
     """Backward through time for one direction.  dy: (T, N, P) gradient of the outputs; dh, dc:
     of the final state, or None.
 
-    Accumulates the recurrent weight gradients into ``grads`` (keys hh, hr; b_hh for a GRU) and returns
-    (dxg (T, N, gH), the input-side pre-activation gradients; dh0; dc0 or None).  At a padded step
+    Accumulates the recurrent weight gradients into ``grads`` (keys hh, hr; b_hh of a GRU) and
+    returns (dxg (T, N, gH), the input-side pre-activation gradients; dh0; dc0 or None).  At a padded step
     the state passed through unchanged: its gate gradients are zeroed and dh, dc flow straight
     back.
     """
