@@ -326,17 +326,19 @@ def compare_methods(case, mode, args) -> dict:
                    (case.ours_infer, case.torch_infer)
     target = 0.01 if args.quick else 0.03
     n = args.blocks * args.samples
-    out = {"alternating": fair.time_alternating(ours, theirs, repeats=n, target=target),
-           "alternating + pause": fair.time_alternating(ours, theirs, repeats=n, target=target,
-                                                        pause=fair.IDLE_S),
-           "blocks": fair.time_blocks(ours, theirs, blocks=args.blocks, samples=args.samples,
-                                      target=target)}
     print(f"\n{case.cell} {case.label()} {mode}: the same row by three methods "
           f"({args.threads} threads)")
-    print(f"  {'method':22s} {'rnnkit ms':>10s} {'torch ms':>10s} {'ratio':>7s}")
-    for name, r in out.items():
+    print(f"  {'method':22s} {'rnnkit ms':>10s} {'torch ms':>10s} {'ratio':>7s}", flush=True)
+    out = {}
+    for name, run in (
+            ("alternating", lambda: fair.time_alternating(ours, theirs, repeats=n, target=target)),
+            ("alternating + pause", lambda: fair.time_alternating(
+                ours, theirs, repeats=n, target=target, pause=fair.IDLE_S)),
+            ("blocks", lambda: fair.time_blocks(ours, theirs, blocks=args.blocks,
+                                                samples=args.samples, target=target))):
+        r = out[name] = run()
         print(f"  {name:22s} {r['ours_s'] * 1e3:10.2f} {r['theirs_s'] * 1e3:10.2f} "
-              f"{r['ratio']:7.2f} +- {r['spread']:.2f}")
+              f"{r['ratio']:7.2f} +- {r['spread']:.2f}", flush=True)
     print("  alternating: each sample starts while the other library's threads still spin on the "
           "cores;\n  a pause before each sample (same order) or blocks of one library let them "
           "park first.")

@@ -174,6 +174,13 @@ def loadavg() -> str:
         return "n/a"
 
 
+def _version(module: str) -> str:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
+
+
 def describe(torch, accel_on: bool, settings: str) -> list:
     """The lines printed above every table: machine, ISA, BLAS, torch, numba, settings."""
     cpu = cpu_info()
@@ -182,7 +189,8 @@ def describe(torch, accel_on: bool, settings: str) -> list:
              f"ISA {' '.join(cpu['isa']) or 'no AVX2'}; load average {loadavg()}",
              f"  versions     python {platform.python_version()}, numpy {np.__version__}",
              f"  torch        {torch_info(torch)}",
-             f"  numba        {'on' if accel_on else 'off'} (rnnkit's compiled element-wise kernels)"]
+             f"  numba        {'on' if accel_on else 'off'} (rnnkit's compiled element-wise kernels"
+             f"{', numba ' + _version('numba') if accel_on else ''})"]
     for p in thread_pools():
         lines.append("  pool         " + ", ".join(f"{k}={v}" for k, v in p.items()
                                                    if k != "filepath")
