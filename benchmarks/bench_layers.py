@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark rnnkit's RNN / LSTM / GRU layers against PyTorch on the CPU, in one process.
+"""Benchmark rnnkit's RNN / LSTM / GRU layers against PyTorch on the CPU, fairly.
 
 For each cell (rnn, lstm, gru) and each size (N, T, I, H) it times
 
@@ -14,14 +14,21 @@ plus a 2-layer bidirectional configuration with variable lengths (torch packs wi
 step at N=1 against ``torch.nn.LSTMCell``.
 
 Both sides run the same weights (copied by name) on the same data; before timing each
-configuration the outputs, dx, final state and parameter gradients are compared once and the
-largest difference is printed.  Repeats are interleaved (rnnkit, torch, rnnkit, torch, ...) after
-a warm-up, and the medians are reported with the ratio rnnkit / torch (< 1: rnnkit is faster).
+configuration the outputs, dx, final state and parameter gradients are compared once.  Each
+library is then timed in blocks of its own with the other's threads idle (``fair.py`` says why
+and how); a row reports the medians, ratio = rnnkit / torch (< 1: rnnkit is faster) and the
+ratio's spread over blocks.  Every table is printed with the CPU, its ISA, the BLAS and its
+threads, torch's backend and threads and whether numba is on.
 
-    python benchmarks/bench_layers.py               # full run (a few minutes on 2 cores)
-    python benchmarks/bench_layers.py --quick       # fewer repeats
-    python benchmarks/bench_layers.py --cells lstm --sizes 32x100x128x512,bidir,step
+    python benchmarks/bench_layers.py               # full run, 2 threads (several minutes)
+    python benchmarks/bench_layers.py --threads 1 --quick
+    python benchmarks/bench_layers.py --check       # exit 1 if a row is slower than torch
+    python benchmarks/bench_layers.py --compare-methods --cells lstm --sizes 64x100x64x256
     python benchmarks/bench_layers.py --json results.json --threads 4 --dtype float64
+
+``--check`` exits non-zero when a row's ratio is above 1.0 plus its spread, and lists those rows.
+``--compare-methods`` times the first selected row three ways: the old alternating method (single
+samples alternate rnnkit, torch, ...), the same with a pause before each sample, and blocks.
 
 A standalone script: never collected by pytest (it has no test_ names and lives outside tests/).
 """
@@ -42,30 +49,33 @@ SIZES = {  # key -> (N, T, I, H, num_layers, bidirectional, variable lengths)
 STEP = (1, 128, 128)  # the LSTM cell step: N, I, H
 CELLS = ("rnn", "lstm", "gru")
 MODES = ("train", "infer")
-BUSY = 0.25  # cores used by other processes above which a measurement is repeated once / flagged
+STEP_LIMIT = 0.5  # the LSTM cell step's target ratio against torch's LSTMCell (issue 20)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Time rnnkit's RNN/LSTM/GRU layers against PyTorch (same process, same weights).")
+        description="Time rnnkit's RNN/LSTM/GRU layers against PyTorch (same weights, fair blocks).")
     p.add_argument("--threads", type=int, default=2,
                    help="threads for torch and for NumPy's BLAS (default 2)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--quick", action="store_true", help="fewer repeats, shorter samples")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed samples per side (default 9, --quick 3)")
+    p.add_argument("--quick", action="store_true", help="fewer blocks and samples")
+    p.add_argument("--blocks", type=int, default=None, help="blocks per side (default 5, --quick 3)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="timed samples per block, median taken (default 5, --quick 3)")
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="time budget per measurement; repeats stop early (at least 3) once it is "
-                        "spent (default 6, --quick 2)")
-    p.add_argument("--max-wait", type=float, default=60.0,
-                   help="seconds in all to wait for other processes to go quiet before "
-                        "remeasuring a disturbed row (default 60; 0: never wait)")
+                   help="time budget per row; blocks stop early (at least 3) once it is spent "
+                        "(default 20, --quick 6)")
     p.add_argument("--cells", default=",".join(CELLS),
                    help=f"comma-separated subset of {','.join(CELLS)} (default: all)")
     p.add_argument("--sizes", default=",".join(list(SIZES) + ["step"]),
                    help="comma-separated size keys: " + ", ".join(SIZES) + ", step (the LSTM cell "
                         "step, run when lstm is selected) or any NxTxIxH (default: all)")
     p.add_argument("--modes", default=",".join(MODES), help="train,infer (default: both)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when a row's ratio exceeds 1.0 (the cell step: 0.5) plus its spread")
+    p.add_argument("--compare-methods", action="store_true",
+                   help="time only the first selected row, by the old alternating method and by "
+                        "blocks, and print both")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = p.parse_args(argv)
@@ -90,11 +100,10 @@ def parse_args(argv=None):
         SIZES[key] = tuple(int(q) for q in parts) + (1, False, False)
         sizes.append(key)
     args.sizes = sizes
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 9
+    args.blocks = max(1, args.blocks or (3 if args.quick else 5))
+    args.samples = max(1, args.samples or (3 if args.quick else 5))
     if args.max_seconds is None:
-        args.max_seconds = 2.0 if args.quick else 6.0
-    args.repeats = max(1, args.repeats)
+        args.max_seconds = 6.0 if args.quick else 20.0
     return args
 
 
@@ -103,13 +112,9 @@ if ARGS is not None:
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = str(ARGS.threads)
 
-import ctypes  # noqa: E402
 import gc  # noqa: E402
-import glob  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -120,167 +125,11 @@ try:
 except ImportError:  # pragma: no cover - the benchmark needs torch
     torch = None
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fair  # noqa: E402
 import rnnkit  # noqa: E402
-
-
-# ------------------------------------------------------------------------------------------
-# Threads of NumPy's BLAS: threadpoolctl if importable, else OpenBLAS's own API through ctypes
-# ------------------------------------------------------------------------------------------
-class BlasThreads:
-    """Query and set the thread count of the BLAS NumPy is linked against."""
-
-    def __init__(self):
-        self.how, self.info = "environment variables only (unverified)", {}
-        self._tp = self._lib = self._get = self._set = None
-        try:
-            import threadpoolctl
-            self._tp = threadpoolctl
-            pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"
-                     and "numpy" in (p.get("filepath") or "")]
-            pools = pools or [p for p in threadpoolctl.threadpool_info()
-                              if p.get("user_api") == "blas"]
-            if pools:
-                self.how = "threadpoolctl"
-                self.info = {k: pools[0].get(k) for k in
-                             ("internal_api", "version", "architecture", "threading_layer",
-                              "filepath")}
-            return
-        except ImportError:
-            pass
-        libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-        for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""),
-                                   ("openblas_", "64_"), ("openblas_", "")):
-                get = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                if get is None or set_ is None:
-                    continue
-                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                self._lib, self._get, self._set = lib, get, set_
-                self.how = f"OpenBLAS API via ctypes ({os.path.basename(path)})"
-                for name, key in (("get_config", "config"), ("get_corename", "corename")):
-                    f = getattr(lib, f"{prefix}{name}{suffix}", None)
-                    if f is not None:
-                        f.restype = ctypes.c_char_p
-                        self.info[key] = f().decode(errors="replace").strip()
-                return
-
-    def set(self, n: int) -> None:
-        if self._tp is not None:
-            self._limiter = self._tp.threadpool_limits(limits=n, user_api="blas")
-        elif self._set is not None:
-            self._set(n)
-
-    def get(self):
-        if self._tp is not None:
-            nums = [p["num_threads"] for p in self._tp.threadpool_info() if p.get("user_api") == "blas"]
-            return nums[0] if nums else None
-        if self._get is not None:
-            return int(self._get())
-        return None
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def blas_build_info() -> str:
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version')} ({blas.get('openblas configuration', '')})"
-    except Exception as exc:  # older NumPy: no dicts mode
-        return f"unavailable ({type(exc).__name__})"
-
-
-# ------------------------------------------------------------------------------------------
-# Timing
-# ------------------------------------------------------------------------------------------
-def _sample(fn, k: int) -> float:
-    """Seconds per call of fn, over k back-to-back calls."""
-    t0 = time.perf_counter()
-    for _ in range(k):
-        fn()
-    return (time.perf_counter() - t0) / k
-
-
-class ForeignLoad:
-    """CPU used by *other* processes while a block runs, in cores (from /proc/stat - os.times()).
-
-    The machines these benchmarks run on are shared: a colleague's test run steals cores and
-    inflates whichever side happens to be running.  This number says how disturbed a row was.
-    """
-
-    def __init__(self):
-        self.ok = os.path.exists("/proc/stat")
-        self.tick = os.sysconf("SC_CLK_TCK") if self.ok else 100
-
-    def _busy(self) -> float:
-        with open("/proc/stat") as fh:
-            f = [int(v) for v in fh.readline().split()[1:]]
-        # user nice system idle iowait irq softirq steal ...
-        return (f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] if len(f) > 7 else 0)) / self.tick
-
-    def __enter__(self):
-        if self.ok:
-            t = os.times()
-            self._b0, self._o0, self._w0 = self._busy(), t.user + t.system, time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.cores = None
-        if self.ok:
-            t = os.times()
-            wall = time.perf_counter() - self._w0
-            other = (self._busy() - self._b0) - (t.user + t.system - self._o0)
-            self.cores = max(0.0, other / wall) if wall > 0 else 0.0
-        return False
-
-
-def wait_quiet(limit: float, window: float = 0.5) -> float:
-    """Wait (at most ``limit`` seconds) until other processes use < BUSY cores over ``window``."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < limit:
-        with ForeignLoad() as load:
-            time.sleep(window)
-        if load.cores is None or load.cores < BUSY:
-            break
-    return time.perf_counter() - t0
-
-
-def time_pair(ours, theirs, repeats: int, target: float, budget: float):
-    """Interleaved medians (seconds per call) of two callables, after a warm-up.
-
-    Each sample runs a callable k times back to back (k chosen so a sample lasts about
-    ``target`` seconds), samples alternate ours, theirs, ours, theirs, ...; repeats stop early
-    (after at least 3 pairs) once ``budget`` seconds are spent.
-    """
-    for fn in (ours, theirs, ours, theirs):  # warm-up: allocator, BLAS threads, torch kernels
-        fn()
-    est = max(_sample(ours, 1), _sample(theirs, 1), 1e-7)
-    k = max(1, int(math.ceil(target / est)))
-    a, b = [], []
-    gc.collect()
-    gc_was = gc.isenabled()
-    gc.disable()
-    start = time.perf_counter()
-    try:
-        for r in range(repeats):
-            a.append(_sample(ours, k))
-            b.append(_sample(theirs, k))
-            if r + 1 >= 3 and time.perf_counter() - start > budget:
-                break
-    finally:
-        if gc_was:
-            gc.enable()
-    return statistics.median(a), statistics.median(b), len(a), k
+from rnnkit.nn import _accel  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------
@@ -466,27 +315,34 @@ class StepCase:
 # ------------------------------------------------------------------------------------------
 # Main
 # ------------------------------------------------------------------------------------------
-def settings(args, blas: BlasThreads) -> dict:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    env = {v: os.environ.get(v, "(unset)") for v in
-           ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-            "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    return {
-        "threads": args.threads, "dtype": args.dtype, "quick": args.quick,
-        "repeats": args.repeats, "max_seconds": args.max_seconds,
-        "python": platform.python_version(), "numpy": np.__version__,
-        "torch": torch.__version__, "rnnkit": getattr(rnnkit, "__version__", "?"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpus_available": affinity, "env": env,
-        "numpy_blas_build": blas_build_info(), "numpy_blas_runtime": blas.info,
-        "blas_thread_control": blas.how,
-        "torch_blas": ("MKL" if torch.backends.mkl.is_available() else "no MKL")
-                      + (", oneDNN" if torch.backends.mkldnn.is_available() else ""),
-        "torch_parallel": torch.__config__.parallel_info().splitlines()[-1].strip(),
-    }
+def limit_of(row) -> float:
+    return STEP_LIMIT if row["size_key"] == "step" else 1.0
+
+
+def compare_methods(case, mode, args) -> dict:
+    """One row three ways: alternating samples (the old method), the same with a pause before
+    every sample, and blocks (the fair method)."""
+    ours, theirs = (case.ours_train, case.torch_train) if mode == "train" else \
+                   (case.ours_infer, case.torch_infer)
+    target = 0.01 if args.quick else 0.03
+    n = args.blocks * args.samples
+    print(f"\n{case.cell} {case.label()} {mode}: the same row by three methods "
+          f"({args.threads} threads)")
+    print(f"  {'method':22s} {'rnnkit ms':>10s} {'torch ms':>10s} {'ratio':>7s}", flush=True)
+    out = {}
+    for name, run in (
+            ("alternating", lambda: fair.time_alternating(ours, theirs, repeats=n, target=target)),
+            ("alternating + pause", lambda: fair.time_alternating(
+                ours, theirs, repeats=n, target=target, pause=fair.IDLE_S)),
+            ("blocks", lambda: fair.time_blocks(ours, theirs, blocks=args.blocks,
+                                                samples=args.samples, target=target))):
+        r = out[name] = run()
+        print(f"  {name:22s} {r['ours_s'] * 1e3:10.2f} {r['theirs_s'] * 1e3:10.2f} "
+              f"{r['ratio']:7.2f} +- {r['spread']:.2f}", flush=True)
+    print("  alternating: each sample starts while the other library's threads still spin on the "
+          "cores;\n  a pause before each sample (same order) or blocks of one library let them "
+          "park first.")
+    return out
 
 
 def main(args) -> int:
@@ -495,32 +351,17 @@ def main(args) -> int:
         return 2
     dtype = np.dtype(args.dtype).type
     torch.set_num_threads(args.threads)
-    blas = BlasThreads()
-    blas.set(args.threads)
-    info = settings(args, blas)
-
-    print("rnnkit layer benchmark vs PyTorch (CPU, same process, same weights)")
-    print(f"  threads        {args.threads}   dtype {args.dtype}   "
-          f"repeats {args.repeats} (budget {args.max_seconds:g} s per measurement)"
-          f"{'   --quick' if args.quick else ''}")
-    print(f"  versions       python {info['python']}, numpy {info['numpy']}, "
-          f"torch {info['torch']}, rnnkit {info['rnnkit']}")
-    print(f"  machine        {info['machine']}, {info['cpus_available']} CPUs available, "
-          f"load average {_loadavg()}")
-    print(f"  numpy BLAS     {info['numpy_blas_build']}")
-    if blas.info:
-        print("  BLAS runtime   " + ", ".join(f"{k}={v}" for k, v in blas.info.items()))
-    print(f"  BLAS threads   set via {blas.how}")
-    print(f"  torch          {info['torch_blas']}; {info['torch_parallel']}")
-    print("  environment    " + ", ".join(f"{k}={v}" for k, v in info["env"].items()))
-    t_threads, b_threads = torch.get_num_threads(), blas.get()
-    same = t_threads == args.threads and (b_threads is None or b_threads == args.threads)
-    info["thread_check"] = {"torch": t_threads, "numpy_blas": b_threads, "ok": same}
-    print(f"  thread check   torch {t_threads}, numpy BLAS "
-          f"{b_threads if b_threads is not None else '? (env ' + os.environ['OPENBLAS_NUM_THREADS'] + ')'}"
-          f" -> {'OK, same' if same else 'MISMATCH'}")
-    if args.threads > (info["cpus_available"] or args.threads):
-        print(f"  warning: {args.threads} threads on {info['cpus_available']} CPUs oversubscribes")
+    limiter = fair.set_blas_threads(args.threads)  # noqa: F841 - kept alive for the run
+    blas = [p.get("num_threads") for p in fair.thread_pools() if p.get("internal_api") == "openblas"]
+    same = torch.get_num_threads() == args.threads and all(b == args.threads for b in blas)
+    print("rnnkit layer benchmark vs PyTorch (CPU, same weights, each library in blocks of its own)")
+    for line in fair.describe(torch, _accel.enabled(), (
+            f"--threads {args.threads} (torch {torch.get_num_threads()}, BLAS {blas or '?'}: "
+            f"{'OK' if same else 'MISMATCH'}), --dtype {args.dtype}, {args.blocks} blocks x "
+            f"{args.samples} samples{', --quick' if args.quick else ''}, budget "
+            f"{args.max_seconds:g} s per row, RNNKIT_ACCEL={os.environ.get('RNNKIT_ACCEL', '(unset)')}, "
+            f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")):
+        print(line)
     print(flush=True)
 
     cases = []
@@ -530,13 +371,15 @@ def main(args) -> int:
                 cases.append(lambda c=cell, k=key: LayerCase(c, k, dtype, args.seed))
     if "lstm" in args.cells and "step" in args.sizes:
         cases.append(lambda: StepCase(dtype, args.seed))
+    if args.compare_methods:
+        compare_methods(cases[0](), args.modes[0], args)
+        return 0
 
     # float32 accumulates rounding over T steps and N*T-term gradient sums; relative to the
     # quantity's largest magnitude (or 1) these stay far below the tolerance when the math agrees
     tol = 2e-3 if dtype == np.float32 else 1e-9
     target = 0.01 if args.quick else 0.03
     rows, failures = [], 0
-    wait_left = args.max_wait
     t_start = time.perf_counter()
     for make in cases:
         case = make()
@@ -551,43 +394,37 @@ def main(args) -> int:
         for mode in args.modes:
             ours, theirs = (case.ours_train, case.torch_train) if mode == "train" else \
                            (case.ours_infer, case.torch_infer)
-            best = None
-            for attempt in range(3):  # remeasure (twice at most) when other processes were busy
-                with ForeignLoad() as load:
-                    res = time_pair(ours, theirs, args.repeats, target, args.max_seconds)
-                if best is None or (load.cores or 0) < best[1]:
-                    best = (res, load.cores or 0.0)
-                if load.cores is None or load.cores < BUSY or attempt == 2 or wait_left <= 0:
-                    break  # quiet enough, or retried enough, or the machine stays busy: keep it
-                waited = wait_quiet(min(15.0, wait_left))
-                wait_left -= waited
-                print(f"    {mode:5s}  other processes used {load.cores:.2f} cores meanwhile; "
-                      f"waited {waited:.1f} s, measuring again", flush=True)
-            (a, b, n, k), other = best
+            with fair.ForeignLoad() as load:
+                res = fair.time_blocks(ours, theirs, blocks=args.blocks, samples=args.samples,
+                                       target=target, budget=args.max_seconds)
             if mode == "train":
                 case.ours.zero_grad()
-            row = {"cell": case.cell, "size": case.label(), "size_key": case.size_key,
-                   "mode": mode, "rnnkit_ms": a * 1e3, "torch_ms": b * 1e3, "ratio": a / b,
-                   "samples": n, "calls_per_sample": k, "other_load_cores": other, "max_abs_diff": worst_abs,
-                   "max_rel_diff": worst_rel, "agree": ok,
+            row = {"cell": case.cell, "size": case.label(), "size_key": case.size_key, "mode": mode,
+                   "rnnkit_ms": res["ours_s"] * 1e3, "torch_ms": res["theirs_s"] * 1e3,
+                   "ratio": res["ratio"], "spread": res["spread"],
+                   "block_ratios": res["block_ratios"], "blocks": res["blocks"],
+                   "calls_per_sample": res["calls_per_sample"],
+                   "other_load_cores": load.cores or 0.0, "niced_load_cores": load.niced or 0.0,
+                   "max_abs_diff": worst_abs, "max_rel_diff": worst_rel, "agree": ok,
                    "diffs": {name: d[0] for name, d in diffs.items()}}
             rows.append(row)
             print(f"    {mode:5s}  rnnkit {row['rnnkit_ms']:10.3f} ms   torch {row['torch_ms']:10.3f} ms"
-                  f"   ratio {row['ratio']:6.2f}   ({n} samples x {k} calls, "
-                  f"other load {other:.2f} cores)", flush=True)
+                  f"   ratio {row['ratio']:5.2f} +- {row['spread']:.2f}   ({res['blocks']} blocks, "
+                  f"{res['calls_per_sample']} calls a sample; other {row['other_load_cores']:.2f}, "
+                  f"niced {row['niced_load_cores']:.2f} cores)", flush=True)
         del case
         gc.collect()
     elapsed = time.perf_counter() - t_start
 
     print()
-    head = f"{'cell':5s} {'size (NxTxIxH)':24s} {'mode':5s} {'rnnkit ms':>11s} {'torch ms':>11s} " \
-           f"{'ratio':>7s} {'max|diff|':>10s} {'other':>6s}"
+    head = (f"{'cell':5s} {'size (NxTxIxH)':24s} {'mode':5s} {'rnnkit ms':>11s} {'torch ms':>11s} "
+            f"{'ratio':>6s} {'spread':>7s} {'max|diff|':>10s} {'other':>6s}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        flag = ("" if r["agree"] else "  MISMATCH") + ("  *" if r["other_load_cores"] >= BUSY else "")
+        flag = ("" if r["agree"] else "  MISMATCH") + ("  >" if fair.exceeds([r], limit_of(r)) else "")
         print(f"{r['cell']:5s} {r['size']:24s} {r['mode']:5s} {r['rnnkit_ms']:11.3f} "
-              f"{r['torch_ms']:11.3f} {r['ratio']:7.2f} {r['max_abs_diff']:10.2e} "
+              f"{r['torch_ms']:11.3f} {r['ratio']:6.2f} {r['spread']:7.2f} {r['max_abs_diff']:10.2e} "
               f"{r['other_load_cores']:6.2f}{flag}")
     print("-" * len(head))
     for mode in args.modes:
@@ -596,16 +433,23 @@ def main(args) -> int:
             gm = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
             print(f"geometric mean ratio ({mode}): {gm:.2f} over {len(ratios)} rows "
                   f"(ratio = rnnkit / torch; < 1 means rnnkit is faster)")
-    print(f"other = CPU cores used by other processes during the row (from /proc/stat); "
-          f"* marks rows measured while >= {BUSY} cores were busy elsewhere (less reliable)")
-    print(f"total benchmark time {elapsed:.0f} s; load average {_loadavg()}; "
+    print("spread = half the range of the per-block ratios; other = cores used by other processes "
+          "at normal priority during the row; > = above the limit (1.0, cell step 0.5) + spread")
+    print(f"total benchmark time {elapsed:.0f} s; load average {fair.loadavg()}; "
           f"{'all outputs agree' if not failures else f'{failures} configuration(s) DISAGREE'}")
-
+    slow = [r for r in rows if fair.exceeds([r], limit_of(r))]
+    if args.check:
+        print(f"--check: {len(slow)} of {len(rows)} rows above the limit plus spread"
+              + "".join(f"\n  {r['cell']} {r['size']} {r['mode']}: {r['ratio']:.2f} +- "
+                        f"{r['spread']:.2f} (limit {limit_of(r)})" for r in slow))
     if args.json:
+        info = {"cpu": fair.cpu_info(), "pools": fair.thread_pools(), "torch": fair.torch_info(torch),
+                "numba": _accel.enabled(), "threads": args.threads, "dtype": args.dtype,
+                "blocks": args.blocks, "samples": args.samples, "quick": args.quick}
         with open(args.json, "w") as fh:
             json.dump({"settings": info, "elapsed_s": elapsed, "results": rows}, fh, indent=2)
         print(f"wrote {args.json}")
-    return 1 if failures or not same else 0
+    return 1 if failures or not same or (args.check and slow) else 0
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ global-norm clipping at 5, Adam (lr 3e-3).  rnnkit's step is exactly ``Trainer.t
 (forward, loss, backward, clip, Adam step, zero_grad); torch's is the textbook loop (forward,
 loss, backward, clip_grad_norm_, Adam step, zero_grad, state detached).
 
-The two sides alternate in blocks of a few steps (rnnkit, torch, rnnkit, ...) after a warm-up; the
-medians of the per-step times give characters per second (batch * seq / step time) and the ratio.
-Then generation: the same models in eval mode, one character per call with the state carried
-(``rnnkit lm sample``'s loop, greedy), alternating rounds, time per character.
+Each side is timed in blocks of its own with the other's threads idle (``fair.py``: a pause, a
+warm-up step, then ``--steps`` timed steps; block order alternated); the median of the block
+medians gives characters per second (batch * seq / step time) and the ratio.  Then generation:
+the same models in eval mode, one character per call with the state carried (``rnnkit lm
+sample``'s loop, greedy), in blocks the same way, time per character.
 
     python benchmarks/bench_lm.py                   # 2 threads, float32
     python benchmarks/bench_lm.py --threads 1 --rounds 5 --steps 3
@@ -38,9 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=100)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
-    p.add_argument("--steps", type=int, default=4, help="training steps per side per round (default 4)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (default 3)")
+    p.add_argument("--rounds", type=int, default=5, help="blocks per side (default 5)")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per block (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per block first (default 2)")
     p.add_argument("--generate", type=int, default=200, metavar="CHARS",
                    help="also time generation: CHARS one-character steps per round, state carried, "
                         "in eval mode without gradients, as `rnnkit lm sample` runs (0: skip)")
@@ -54,12 +55,12 @@ if ARGS is not None:  # the thread count must reach the BLAS before NumPy (or to
         os.environ[_var] = str(ARGS.threads)
 
 import math  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fair  # noqa: E402
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig  # noqa: E402
 from rnnkit.data.text import StreamBatcher, Vocab, default_corpus_path, read_text  # noqa: E402
 from rnnkit.nn import CrossEntropyLoss  # noqa: E402
@@ -177,41 +178,35 @@ def main(args) -> int:
     print(f"  threads    {args.threads} (torch.set_num_threads and OPENBLAS/OMP/MKL_NUM_THREADS); "
           f"numba kernels {'on' if _accel.enabled() else 'off'}; torch {torch.__version__}, "
           f"numpy {np.__version__}")
-    for _ in range(args.warmup):
-        ours.step()
-        theirs.step()
-    t_ours, t_theirs, losses = [], [], ([], [])
-    for _ in range(args.rounds):
-        for side, times, ls in ((ours, t_ours, losses[0]), (theirs, t_theirs, losses[1])):
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                ls.append(side.step())
-            times.append((time.perf_counter() - t0) / args.steps)
-    a, b = statistics.median(t_ours), statistics.median(t_theirs)
+    for line in fair.describe(torch, _accel.enabled(), f"--threads {args.threads}, --dtype "
+                              f"{args.dtype}, {args.rounds} blocks x {args.steps} steps, warm-up "
+                              f"{args.warmup} steps per block"):
+        print(line)
+    losses = ([], [])
+    res = fair.time_blocks(lambda: losses[0].append(ours.step()),
+                           lambda: losses[1].append(theirs.step()), blocks=args.rounds,
+                           samples=args.steps, target=0.0, warmup=args.warmup)
+    a, b = res["ours_s"], res["theirs_s"]
     print(f"  loss       rnnkit {losses[0][-1]:.3f}, torch {losses[1][-1]:.3f} nats/char after "
-          f"{args.warmup + args.rounds * args.steps} steps (both learn; different initialisations)")
+          f"{len(losses[0])} steps (both learn; different initialisations)")
     print()
     print(f"{'':8s} {'ms/step':>9s} {'chars/s':>9s}")
     print(f"{'rnnkit':8s} {a * 1e3:9.1f} {chars / a:9.0f}")
     print(f"{'torch':8s} {b * 1e3:9.1f} {chars / b:9.0f}")
-    print(f"time ratio rnnkit / torch = {a / b:.2f} (< 1: rnnkit is faster); "
-          f"medians of {args.rounds} rounds x {args.steps} steps")
+    print(f"time ratio rnnkit / torch = {res['ratio']:.2f} +- {res['spread']:.2f} (< 1: rnnkit is "
+          f"faster); medians of {res['blocks']} blocks x {args.steps} steps")
     if args.generate > 0:
-        t_gen = ([], [])
-        for side in (ours, theirs):
-            side.generate(args.generate // 10 + 1)  # warm-up
-        for _ in range(args.rounds):
-            for side, times in zip((ours, theirs), t_gen):
-                t0 = time.perf_counter()
-                side.generate(args.generate)
-                times.append((time.perf_counter() - t0) / args.generate)
-        a, b = statistics.median(t_gen[0]), statistics.median(t_gen[1])
+        res = fair.time_blocks(lambda: ours.generate(args.generate),
+                               lambda: theirs.generate(args.generate), blocks=args.rounds,
+                               samples=3, target=0.0, warmup=1)
+        a, b = res["ours_s"] / args.generate, res["theirs_s"] / args.generate
         print()
-        print(f"generation, one character per call (N = 1, T = 1), {args.generate} per round:")
+        print(f"generation, one character per call (N = 1, T = 1), {args.generate} per sample:")
         print(f"{'':8s} {'us/char':>9s} {'chars/s':>9s}")
         print(f"{'rnnkit':8s} {a * 1e6:9.1f} {1 / a:9.0f}")
         print(f"{'torch':8s} {b * 1e6:9.1f} {1 / b:9.0f}")
-        print(f"time ratio rnnkit / torch = {a / b:.2f}; medians of {args.rounds} rounds")
+        print(f"time ratio rnnkit / torch = {res['ratio']:.2f} +- {res['spread']:.2f}; medians of "
+              f"{res['blocks']} blocks")
     if not all(math.isfinite(v) for v in losses[0] + losses[1]):
         print("a loss was not finite", file=sys.stderr)
         return 1

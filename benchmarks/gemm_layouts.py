@@ -95,7 +95,9 @@ def main(args) -> int:
             with torch.inference_mode():
                 lstm(x)
 
+        time.sleep(0.3)  # OpenBLAS's threads park before torch's run (benchmarks/fair.py)
         tt = median_time(run_torch, args.repeats)
+        time.sleep(0.3)
         step_flops = 2 * N * H * g
         gf = lambda flops, s: flops / s / 1e9  # noqa: E731
         print(f"{f'{N},{T},{I},{H}':16s} {bm * 1e6:7.1f} us {gf(step_flops, bm):4.0f} GF/s "

@@ -80,15 +80,11 @@ def prepare_stacked(kind: str, *blocks: np.ndarray) -> np.ndarray:
     """The column blocks side by side, (gH, sum of widths), sigmoid rows halved: the matrices of
     hidden-major inference, e.g. [W_ih  b  W_hh] for a = [W_ih  b  W_hh] [x; 1; h]
     (``inference.py``).  1-D blocks (biases) are columns."""
-    blocks = [blk[:, None] if blk.ndim == 1 else blk for blk in blocks]
-    gH = blocks[0].shape[0]
-    s = gate_scale(kind, gH // GATES[kind], blocks[0].dtype)
-    s = np.ones((gH, 1), blocks[0].dtype) if s is None else s[:, None]
-    stacked = np.empty((gH, sum(blk.shape[1] for blk in blocks)), blocks[0].dtype)
-    j = 0
-    for blk in blocks:
-        np.multiply(blk, s, out=stacked[:, j : j + blk.shape[1]])
-        j += blk.shape[1]
+    stacked = np.concatenate([blk[:, None] if blk.ndim == 1 else blk for blk in blocks], axis=1)
+    if kind != "rnn":  # gate_scale's halving, in place over whole row blocks: twice as fast
+        H = stacked.shape[0] // GATES[kind]  # as a (gH, 1) factor broadcast over short rows
+        stacked[: 2 * H] *= 0.5  # LSTM i, f; GRU r, z
+        stacked[3 * H :] *= 0.5  # LSTM o (none for a GRU)
     return stacked
 
 

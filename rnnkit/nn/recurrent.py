@@ -83,8 +83,8 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None, probe=None):
     of the final state, or None; probe: a ``probe.DirectionProbe`` recording the gradient norms
     (``probe.record_gradients``), or None.
 
-    Accumulates the recurrent weight gradients into ``grads`` (keys hh, b_hh, hr) and returns
-    (dxg (T, N, gH), the input-side pre-activation gradients; dh0; dc0 or None).  At a padded step
+    Accumulates the recurrent weight gradients into ``grads`` (keys hh, hr; b_hh of a GRU) and
+    returns (dxg (T, N, gH), the input-side pre-activation gradients; dh0; dc0 or None).  At a padded step
     the state passed through unchanged: its gate gradients are zeroed and dh, dc flow straight
     back.
     """
@@ -150,7 +150,8 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None, probe=None):
                          HN.reshape(T * N, P))
     else:
         _sum_prev(grads["hh"], dgh, h0, H_all)  # sum_t dgh_t^T h_{t-1}
-    grads["b_hh"] += dgh.reshape(T * N, gH).sum(axis=0)
+    if kind == "gru":  # RNN / LSTM: b_hh joined the input GEMM, its gradient is the input side's
+        grads["b_hh"] += dgh.reshape(T * N, gH).sum(axis=0)
     return dG, dh, (dc if kind == "lstm" else None)
 
 
