@@ -35,7 +35,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -44,6 +43,7 @@ from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from fair import cpu_info  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
 
 from rnnkit.apps.asr.data import (DIGITS, load_features, make_data, read_manifest,  # noqa: E402
                                   resolve_synths)
@@ -64,14 +64,6 @@ def load() -> str:
     return f"load {one:.1f}/{five:.1f}/{fifteen:.1f} on {os.cpu_count()} cores"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def digit_strings(n: int, seed: int) -> list[str]:
@@ -246,7 +238,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    print(f"CPU: {cpu_name()}; {load()}; BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}", flush=True)
+    print(f"CPU: {cpu_info()['model']}; {load()}; BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}", flush=True)
     sets = test_sets(work, args)
     print(f"test sets ready in {time.monotonic() - t0:.0f} s", flush=True)
 

@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from fair import cpu_info  # benchmarks/ is on sys.path: the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("lm", "translate")
 
@@ -157,14 +159,6 @@ def launch(app: str, k: int, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -174,7 +168,7 @@ def main() -> None:
     import mpi4py  # the version only: MPI itself starts in the workers
     import numpy as np
 
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average at start "
+    print(f"CPU: {cpu_info()['model']}, {os.cpu_count()} logical cores; load average at start "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"mpi4py {mpi4py.__version__}; NumPy {np.__version__}; Python "
           f"{platform.python_version()}; 1 BLAS thread per rank")

@@ -31,6 +31,7 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from fair import cpu_info  # noqa: E402  (benchmarks/ is on sys.path: the script's folder)
 
 from rnnkit.apps.classify.data import ReadOptions, read_data  # noqa: E402
 from rnnkit.apps.classify.train import ClassifySettings, ClassifyTask, load_model  # noqa: E402
@@ -48,14 +49,6 @@ PUBLISHED_DTW = {"ItalyPowerDemand": 0.950, "GunPoint": 0.907, "ArrowHead": 0.70
                  "OSULeaf": 0.591, "BasicMotions": 0.975, "JapaneseVowels": 0.949}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def aeon_data() -> Path:
@@ -123,7 +116,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     args = ap.parse_args()
     import aeon
-    print(f"# rnnkit classify quality: {cpu_name()}, {os.cpu_count()} cores (load "
+    print(f"# rnnkit classify quality: {cpu_info()['model']}, {os.cpu_count()} cores (load "
           f"{os.getloadavg()[0]:.1f}), Python {platform.python_version()}, NumPy {np.__version__},"
           f" aeon {aeon.__version__}; every method on one thread, CPU time of this process")
     print(f"# rnnkit settings (the defaults): {json.dumps(dataclasses.asdict(ClassifySettings(seed=args.seed)))}")
