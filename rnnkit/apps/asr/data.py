@@ -10,7 +10,6 @@ import ctypes.util
 import io
 import json
 import multiprocessing as mp
-import os
 import shutil
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import numpy as np
 from ...data.audio import FeatureConfig, features, read_speech, resample, wav_features, write_wav
 from ...data.augment import AugmentConfig, augment_features, augment_waveform
 from ...data.batching import EpochBatches, pad
+from ...data.files import write_atomic
 from . import dectalk, piper
 from .model import normalize_text
 
@@ -439,10 +439,7 @@ def make_data(out: str | Path, n: int, vocab: str | list[str] = "digits", seed: 
             records.append(rec)
             if progress is not None:
                 progress(len(records))
-    tmp = manifest.with_name(f".manifest.jsonl.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, manifest)
-    return manifest
+    return write_atomic(manifest, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def transcribe_features(paths, cfg: FeatureConfig) -> list[np.ndarray]:
