@@ -190,24 +190,22 @@ def default_decoding(recognizer, manifest: Path) -> tuple[dict, dict[str, dict]]
     return error_rates(refs, hyps), by_voice
 
 
+def heldout_set(folder: Path, n: int, seed: int, synth: str, name: str, note: str = ""):
+    """(name, manifest or None, how it was made) of ``synth``'s held-out voices."""
+    try:
+        if not (folder / "manifest.jsonl").exists():
+            make_data(folder, n, "digits", seed, "heldout", synth=synth)
+    except ValueError as exc:
+        return name, None, str(exc)
+    return (name, folder / "manifest.jsonl",
+            f"asr make-data --voices heldout --seed {seed} --synth {synth}{note}")
+
+
 def test_sets(work: Path, args) -> list[tuple[str, Path | None, str]]:
-    sets = []
-    folder = work / "heldout"
-    try:
-        if not (folder / "manifest.jsonl").exists():
-            make_data(folder, args.n_test, "digits", 2, "heldout", synth="espeak-ng")
-        sets.append(("(a) espeak-ng, held-out voice variants", folder / "manifest.jsonl",
-                     "asr make-data --voices heldout --seed 2 --synth espeak-ng"))
-    except ValueError as exc:
-        sets.append(("(a) espeak-ng, held-out voice variants", None, str(exc)))
-    folder = work / "heldout-dectalk"
-    try:
-        if not (folder / "manifest.jsonl").exists():
-            make_data(folder, args.n_test, "digits", 6, "heldout", synth="dectalk")
-        sets.append(("(a) DECtalk, held-out speakers", folder / "manifest.jsonl",
-                     "asr make-data --voices heldout --seed 6 --synth dectalk (Frank, Ursula)"))
-    except ValueError as exc:
-        sets.append(("(a) DECtalk, held-out speakers", None, str(exc)))
+    sets = [heldout_set(work / "heldout", args.n_test, 2, "espeak-ng",
+                        "(a) espeak-ng, held-out voice variants"),
+            heldout_set(work / "heldout-dectalk", args.n_test, 6, "dectalk",
+                        "(a) DECtalk, held-out speakers", " (Frank, Ursula)")]
     m, what = reserved_synth_set(work / "flite-festival", args.n_test, 3, line=False)
     sets.append(("(b) flite + festival, never trained on", m, what))
     m, what = reserved_synth_set(work / "flite-festival-8k", args.n_test, 4, line=True)
