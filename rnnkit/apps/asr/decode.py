@@ -29,6 +29,35 @@ def _lse(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
+def _advance(beams: dict[tuple, tuple[float, float]], row: np.ndarray, blank: int,
+             prune: float | None, allowed=None) -> dict[tuple, list[float]]:
+    """One frame of CTC prefix beam search: every prefix extended by blank (it stays), by its
+    last label (a repeat collapses; after a blank it is a new label) or by another label whose
+    log-probability is at least ``prune`` (at least the best label).  ``allowed(prefix, k)``
+    may forbid appending label k.  Returns {prefix: [log p_b, log p_nb]}, not yet ranked."""
+    C = row.shape[0]
+    cands = [int(k) for k in (np.flatnonzero(row >= prune) if prune is not None else range(C))
+             if k != blank]
+    if not cands:  # keep at least the best label so nothing is lost on a flat frame
+        cands = [int(np.argmax(np.where(np.arange(C) == blank, -np.inf, row)))]
+    nxt: dict[tuple, list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+    lb = row[blank]
+    for prefix, (pb, pnb) in beams.items():
+        total = _lse(pb, pnb)
+        e = nxt[prefix]
+        e[0] = _lse(e[0], total + lb)  # blank: the prefix is unchanged
+        last = prefix[-1] if prefix else None
+        for k in cands:
+            lk = float(row[k])
+            if k == last:
+                e[1] = _lse(e[1], pnb + lk)  # the repeat collapses into the same label
+            if allowed is not None and not allowed(prefix, k):
+                continue
+            new = nxt[prefix + (k,)]  # after a blank (or another label) it is a new label
+            new[1] = _lse(new[1], (pb if k == last else total) + lk)
+    return nxt
+
+
 def prefix_beam_search(logp: np.ndarray, beam: int = 8, blank: int = 0,
                        prune: float = -12.0) -> tuple[list[int], float]:
     """CTC prefix beam search: the labelling with the highest total path probability it finds.
@@ -40,32 +69,9 @@ def prefix_beam_search(logp: np.ndarray, beam: int = 8, blank: int = 0,
     are not tried (they cannot change the ranking noticeably).  With a beam at least as large as
     the number of distinct prefixes the search is exact.  Returns (labels, log-probability).
     """
-    logp = np.asarray(logp, np.float64)
-    T, C = logp.shape
     beams: dict[tuple, tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_nb)
-    NEG = -math.inf
-    for t in range(T):
-        row = logp[t]
-        cands = [k for k in np.flatnonzero(row >= prune) if k != blank] if prune is not None else \
-            [k for k in range(C) if k != blank]
-        if not cands:  # keep at least the best label so nothing is lost on a flat frame
-            cands = [int(np.argmax(np.where(np.arange(C) == blank, -np.inf, row)))]
-        nxt: dict[tuple, list[float]] = defaultdict(lambda: [NEG, NEG])
-        lb = row[blank]
-        for prefix, (pb, pnb) in beams.items():
-            total = _lse(pb, pnb)
-            e = nxt[prefix]
-            e[0] = _lse(e[0], total + lb)  # blank: the prefix is unchanged
-            last = prefix[-1] if prefix else None
-            for k in cands:
-                lk = float(row[k])
-                if k == last:
-                    e[1] = _lse(e[1], pnb + lk)  # the repeat collapses into the same label
-                    new = nxt[prefix + (int(k),)]
-                    new[1] = _lse(new[1], pb + lk)  # after a blank it is a new label
-                else:
-                    new = nxt[prefix + (int(k),)]
-                    new[1] = _lse(new[1], total + lk)
+    for row in np.asarray(logp, np.float64):
+        nxt = _advance(beams, row, blank, prune)
         ranked = sorted(nxt.items(), key=lambda kv: _lse(*kv[1]), reverse=True)[:beam]
         beams = {p: (v[0], v[1]) for p, v in ranked}
     best, (pb, pnb) = max(beams.items(), key=lambda kv: _lse(*kv[1]))
@@ -175,28 +181,7 @@ def constrained_beam_search(logp: np.ndarray, chars: str, lm: WordLM, beam: int 
         return new
 
     for t in range(T):
-        row = logp[t]
-        cands = [int(k) for k in (np.flatnonzero(row >= prune) if prune is not None else range(C))
-                 if k != blank]
-        if not cands:
-            cands = [int(np.argmax(np.where(np.arange(C) == blank, -np.inf, row)))]
-        nxt: dict[tuple, list[float]] = defaultdict(lambda: [NEG, NEG])
-        lb = row[blank]
-        for prefix, (pb, pnb) in beams.items():
-            total = _lse(pb, pnb)
-            e = nxt[prefix]
-            e[0] = _lse(e[0], total + lb)
-            last = prefix[-1] if prefix else None
-            for k in cands:
-                lk = float(row[k])
-                if k == last:
-                    e[1] = _lse(e[1], pnb + lk)
-                    if extend(prefix, k) is not None:
-                        new = nxt[prefix + (k,)]
-                        new[1] = _lse(new[1], pb + lk)
-                elif extend(prefix, k) is not None:
-                    new = nxt[prefix + (k,)]
-                    new[1] = _lse(new[1], total + lk)
+        nxt = _advance(beams, logp[t], blank, prune, lambda prefix, k: extend(prefix, k) is not None)
         ranked = sorted(nxt.items(), key=lambda kv: _lse(*kv[1]) + ctx[kv[0]][2], reverse=True)[:beam]
         beams = {p: (v[0], v[1]) for p, v in ranked}
 
