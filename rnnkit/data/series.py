@@ -35,7 +35,8 @@ import numpy as np
 
 __all__ = [
     "BUNDLED", "FILL_METHODS", "Frequency", "Series", "SeriesSet", "bundled_series", "bundled_series_path",
-    "context_windows", "denormalize", "fill_missing", "normalize_windows", "read_series_csv",
+    "context_windows", "denormalize", "fill_missing", "normalize_windows", "parse_number",
+    "read_series_csv",
     "series_scale",
 ]
 
@@ -316,18 +317,20 @@ def fill_missing(values: np.ndarray, method: str) -> np.ndarray:
     return values
 
 
-def _number(text: str, line: int, column: str, where: str) -> float:
+def parse_number(text: str, column: str, where: str) -> float:
+    """One CSV cell as a finite float, NaN where it is missing (MISSING); otherwise an error
+    naming ``where`` (file and line) and the column."""
     s = text.strip()
     if s.lower() in MISSING:
         return math.nan
     try:
         x = float(s)
     except ValueError:
-        raise ValueError(f"{where}, line {line}: column {column!r} holds {text!r}, which is not a "
+        raise ValueError(f"{where}: column {column!r} holds {text!r}, which is not a "
                          "number") from None
     if not math.isfinite(x):
-        raise ValueError(f"{where}, line {line}: column {column!r} holds {text!r}; values must be "
-                         "finite numbers")
+        raise ValueError(f"{where}: column {column!r} holds {text!r}; values must be finite "
+                         "numbers")
     return x
 
 
@@ -405,8 +408,9 @@ def read_series_csv(path: str | Path, target: str, time_col: str | None = None,
             elif (pkind, pstyle) != (kind, style):
                 raise ValueError(f"{where}, line {line}: timestamp {text!r} is written unlike the "
                                  f"first row's ({_KIND_NAMES[kind, style]})")
-        y = _number(row[t_idx], line, target, where)
-        cov = [_number(row[j], line, header[j], where) for j in c_idx]
+        at = f"{where}, line {line}"
+        y = parse_number(row[t_idx], target, at)
+        cov = [parse_number(row[j], header[j], at) for j in c_idx]
         groups.setdefault(sid, []).append((line, parsed, y, cov))
     kind = kind or "int"
     style = style or "iso"

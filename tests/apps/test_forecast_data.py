@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from rnnkit.data.series import (BUNDLED, Frequency, bundled_series, context_windows, denormalize,
-                                fill_missing, normalize_windows, read_series_csv, series_scale)
+                                fill_missing, normalize_windows, parse_number, read_series_csv,
+                                series_scale)
 
 
 def csv(tmp_path, text, name="s.csv"):
@@ -169,3 +170,13 @@ def test_scaling_round_trip(rng):
     np.testing.assert_allclose(zt, (target - ctx[:, -1:]) / scale[:, None])
     np.testing.assert_allclose(denormalize(zt, level, scale), target, rtol=1e-12)
     np.testing.assert_allclose(denormalize(z, level, scale), ctx, rtol=1e-12)
+
+
+def test_parse_number_reads_finite_numbers_and_names_the_bad_cell():
+    assert parse_number(" 2.5e1 ", "y", "f.csv, line 3") == 25.0
+    for missing in ("", "NA", "n/a", "NaN", "null", "?", "-"):
+        assert np.isnan(parse_number(missing, "y", "f.csv, line 3"))
+    with pytest.raises(ValueError, match=r"^f.csv, line 3: column 'y' holds 'abc', which is not a number$"):
+        parse_number("abc", "y", "f.csv, line 3")
+    with pytest.raises(ValueError, match=r"^f.csv, line 4: column 'x' holds '-inf'; values must be finite"):
+        parse_number("-inf", "x", "f.csv, line 4")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.audio import FeatureConfig, wav_features
-from ...data.series import FILL_METHODS, MISSING, fill_missing
+from ...data.series import FILL_METHODS, fill_missing, parse_number
 from .tsfile import label_key, read_ts
 
 EXTENSIONS = (".ts", ".csv", ".jsonl")
@@ -192,19 +192,10 @@ def read_long_csv(path: Path, opts: ReadOptions, labelled: bool | None = True) -
 
 
 def _cell(text: str, where: str, column: str, fill: str | None) -> float:
-    s = text.strip()
-    if s.lower() in MISSING:
-        if fill is None:
-            raise ValueError(f"{where}: column {column!r} is missing a value (pass --fill "
-                             "ffill or --fill interpolate to fill gaps)")
-        return math.nan
-    try:
-        x = float(s)
-    except ValueError:
-        raise ValueError(f"{where}: column {column!r} holds {text!r}, which is not a "
-                         "number") from None
-    if not math.isfinite(x):
-        raise ValueError(f"{where}: column {column!r} holds {text!r}; values must be finite")
+    x = parse_number(text, column, where)
+    if math.isnan(x) and fill is None:
+        raise ValueError(f"{where}: column {column!r} is missing a value (pass --fill "
+                         "ffill or --fill interpolate to fill gaps)")
     return x
 
 
