@@ -8,6 +8,9 @@ For each cell (rnn, lstm, gru) and each size (N, T, I, H) it times
   ``y.backward(dy)``), and
 * ``infer``: a forward pass without caching (rnnkit under ``rnnkit.no_grad()``, torch under
   ``torch.inference_mode()``),
+* ``frozen``: the same forward pass with rnnkit inside one ``rnnkit.frozen()`` scope held over
+  the whole block, as ``lm sample`` and the apps' evaluation and decoding run (the per-call weight
+  copies made once); torch as for ``infer`` (the layers only, not the cell step),
 
 plus a 2-layer bidirectional configuration with variable lengths (torch packs with
 ``pack_padded_sequence(..., enforce_sorted=False)`` / ``pad_packed_sequence``) and one LSTM cell
@@ -48,7 +51,7 @@ SIZES = {  # key -> (N, T, I, H, num_layers, bidirectional, variable lengths)
 }
 STEP = (1, 128, 128)  # the LSTM cell step: N, I, H
 CELLS = ("rnn", "lstm", "gru")
-MODES = ("train", "infer")
+MODES = ("train", "infer", "frozen")
 STEP_LIMIT = 0.5  # the LSTM cell step's target ratio against torch's LSTMCell (issue 20)
 
 
@@ -70,7 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--sizes", default=",".join(list(SIZES) + ["step"]),
                    help="comma-separated size keys: " + ", ".join(SIZES) + ", step (the LSTM cell "
                         "step, run when lstm is selected) or any NxTxIxH (default: all)")
-    p.add_argument("--modes", default=",".join(MODES), help="train,infer (default: both)")
+    p.add_argument("--modes", default=",".join(MODES), help="train,infer,frozen (default: all three)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a row's ratio exceeds 1.0 (the cell step: 0.5) plus its spread")
     p.add_argument("--compare-methods", action="store_true",
@@ -173,6 +176,7 @@ class LayerCase:
         self.ours = cls(I, H, num_layers=L, bidirectional=bi, dtype=dtype, rng=rng)
         self.theirs = tcls(I, H, num_layers=L, bidirectional=bi, batch_first=True).to(torch_dtype(dtype))
         copy_weights(self.ours, self.theirs)
+        self.scope = None  # the frozen() scope of the ``frozen`` mode
         D = 2 if bi else 1
         self.x = rng.standard_normal((N, T, I)).astype(dtype)
         self.dy = rng.standard_normal((N, T, D * H)).astype(dtype)
@@ -219,6 +223,17 @@ class LayerCase:
     def ours_infer(self):
         with rnnkit.no_grad():
             return self.ours.forward(self.x, lengths=self.lengths)
+
+    def ours_frozen(self):
+        if self.scope is None:  # released by release_frozen() after the row
+            self.scope = rnnkit.frozen(persist=True)
+        with self.scope:
+            return self.ours.forward(self.x, lengths=self.lengths)
+
+    def release_frozen(self):
+        if self.scope is not None:
+            self.scope.release()
+            self.scope = None
 
     # -- agreement ---------------------------------------------------------------------------
     def check(self) -> dict:
@@ -319,11 +334,20 @@ def limit_of(row) -> float:
     return STEP_LIMIT if row["size_key"] == "step" else 1.0
 
 
+def pair(case, mode):
+    """(rnnkit's function, torch's function) of a mode; None when the case has no such mode (the
+    cell step has no ``frozen``: a cell makes no weight copies)."""
+    if mode == "train":
+        return case.ours_train, case.torch_train
+    if mode == "frozen":
+        return (case.ours_frozen, case.torch_infer) if hasattr(case, "ours_frozen") else None
+    return case.ours_infer, case.torch_infer
+
+
 def compare_methods(case, mode, args) -> dict:
     """One row three ways: alternating samples (the old method), the same with a pause before
     every sample, and blocks (the fair method)."""
-    ours, theirs = (case.ours_train, case.torch_train) if mode == "train" else \
-                   (case.ours_infer, case.torch_infer)
+    ours, theirs = pair(case, mode)
     target = 0.01 if args.quick else 0.03
     n = args.blocks * args.samples
     print(f"\n{case.cell} {case.label()} {mode}: the same row by three methods "
@@ -392,13 +416,16 @@ def main(args) -> int:
               + ", ".join(f"{k} {d[0]:.2e}" for k, d in diffs.items())
               + f" -> {'OK' if ok else 'MISMATCH (rel %.2e > %.0e)' % (worst_rel, tol)}", flush=True)
         for mode in args.modes:
-            ours, theirs = (case.ours_train, case.torch_train) if mode == "train" else \
-                           (case.ours_infer, case.torch_infer)
+            if pair(case, mode) is None:
+                continue
+            ours, theirs = pair(case, mode)
             with fair.ForeignLoad() as load:
                 res = fair.time_blocks(ours, theirs, blocks=args.blocks, samples=args.samples,
                                        target=target, budget=args.max_seconds)
             if mode == "train":
                 case.ours.zero_grad()
+            if mode == "frozen":
+                case.release_frozen()
             row = {"cell": case.cell, "size": case.label(), "size_key": case.size_key, "mode": mode,
                    "rnnkit_ms": res["ours_s"] * 1e3, "torch_ms": res["theirs_s"] * 1e3,
                    "ratio": res["ratio"], "spread": res["spread"],

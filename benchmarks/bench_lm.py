@@ -64,7 +64,7 @@ import fair  # noqa: E402
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig  # noqa: E402
 from rnnkit.data.text import StreamBatcher, Vocab, default_corpus_path, read_text  # noqa: E402
 from rnnkit.nn import CrossEntropyLoss  # noqa: E402
-from rnnkit.nn import _accel, no_grad  # noqa: E402
+from rnnkit.nn import _accel, frozen  # noqa: E402
 from rnnkit.nn.optim import Adam, clip_grad_norm  # noqa: E402
 
 
@@ -83,7 +83,7 @@ class RnnkitLM:
         """``chars`` steps of one character (N = 1, T = 1), feeding back the argmax."""
         model, state, token = self.model, None, np.zeros((1, 1), np.int64)
         model.eval()
-        with no_grad():
+        with frozen():  # as ``rnnkit lm sample`` runs: the weight copies made once per text
             for _ in range(chars):
                 logits, state = model.forward(token, state)
                 token = logits[:, -1:].argmax(axis=-1)

@@ -2,7 +2,7 @@
 from . import nn
 from .nn import (GRU, LSTM, RNN, CrossEntropyLoss, CTCLoss, Dropout, Embedding, GaussianNLLLoss,
                  GradcheckError, GRUCell, Linear, LSTMCell, Module, MSELoss, RNNCell, Sequential,
-                 gradcheck, no_grad, record_gradients)
+                 frozen, gradcheck, no_grad, record_gradients)
 from .nn import init, optim  # noqa: F401  (rnnkit.optim, rnnkit.init)
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ def load(path, which: str = "best"):
 __all__ = [
     "nn", "init", "optim", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear",
     "Embedding", "Dropout", "Sequential", "Module", "CrossEntropyLoss", "MSELoss",
-    "GaussianNLLLoss", "CTCLoss", "gradcheck", "GradcheckError", "no_grad", "record_gradients",
+    "GaussianNLLLoss", "CTCLoss", "gradcheck", "GradcheckError", "no_grad", "frozen",
+    "record_gradients",
     "load", "__version__",
 ]

@@ -37,6 +37,70 @@ def grad_enabled() -> bool:
     return _grad_enabled
 
 
+class frozen:
+    """Inference with the parameters held fixed: ``no_grad()``, and each recurrent layer's
+    per-call weight copies (the stacked, transposed, sigmoid-halved matrices the inference driver
+    multiplies by) made once and reused by every call inside::
+
+        with rnnkit.nn.frozen():
+            for batch in batches:
+                y, _ = lstm(batch)
+
+    At small sizes those copies are much of a call: a 2-layer LSTM(256) at N = 1, T = 1 (text
+    generation) spends about 60% of its layer time making them (docs/performance.md).  The
+    parameters behind a cached copy are made read-only until the scope is released, so an
+    in-place update inside it (an optimizer step) raises instead of going unseen.  The scope is
+    released at the end of the ``with`` block, or, with ``persist=True``, by ``release()``, so
+    that one scope can be entered around each call of a loop that yields between calls (as
+    ``lm sample`` streams text) without holding ``no_grad`` in between.
+    """
+
+    _active: list = []  # the scopes entered and not yet exited, innermost last
+
+    def __init__(self, persist: bool = False) -> None:
+        self.persist = persist
+        self._cache: dict = {}  # key -> prepared weights (the key holds the parameters' ids)
+        self._locked: list[np.ndarray] = []  # arrays this scope made read-only
+        self._grad: list[bool] = []
+
+    def __enter__(self) -> "frozen":
+        global _grad_enabled
+        self._grad.append(_grad_enabled)
+        _grad_enabled = False
+        frozen._active.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _grad_enabled
+        frozen._active.remove(self)
+        _grad_enabled = self._grad.pop()
+        if not self.persist:
+            self.release()
+
+    def release(self) -> None:
+        """Drop the cached copies and make the parameters writeable again."""
+        for a in self._locked:
+            a.flags.writeable = True
+        self._locked.clear()
+        self._cache.clear()
+
+    @staticmethod
+    def cached(key: tuple, arrays: tuple, make):
+        """``make()`` once per key inside the innermost active scope (``arrays``: the parameters
+        it reads, made read-only while cached); outside any scope, ``make()`` every time."""
+        if not frozen._active:
+            return make()
+        scope = frozen._active[-1]
+        full = key + tuple(id(a) for a in arrays)
+        if full not in scope._cache:
+            for a in arrays:
+                if a.flags.writeable:
+                    a.flags.writeable = False
+                    scope._locked.append(a)
+            scope._cache[full] = (make(), arrays)  # the arrays kept alive: their ids stay unique
+        return scope._cache[full][0]
+
+
 def check_dtype(dtype) -> np.dtype:
     """Return ``dtype`` as a NumPy dtype, refusing anything but float32 and float64."""
     dt = np.dtype(dtype)

@@ -27,7 +27,7 @@ import numpy as np
 from . import _accel, cells, inference, probe as gradient_probe
 from .cells import GATES
 from .init import torch_default
-from .module import Module, as_input, check_dtype, grad_enabled
+from .module import Module, as_input, check_dtype, frozen, grad_enabled
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,8 +185,18 @@ def _weights(kind, params, layer, reverse, has_bias, proj, reset_after, stacked)
     """The weights of one direction of one layer, plus the per-call copies the loops run on:
     transposed contiguous, sigmoid columns halved (``cells.prepare_weights``), or with
     ``stacked`` the matrices of hidden-major inference (``cells.prepare_stacked``).  Fresh
-    copies each call, so a cache never sees a later update of the parameters."""
+    copies each call, so a cache never sees a later update of the parameters; inside
+    ``frozen()`` the stacked ones are made once per scope (the parameters read-only meanwhile)."""
     sfx = f"_l{layer}" + ("_reverse" if reverse else "")
+    if stacked:
+        names = ["weight_ih", "weight_hh"] + ["bias_ih", "bias_hh"] * has_bias + ["weight_hr"] * proj
+        return frozen.cached((kind, "stacked", reset_after), tuple(params[n + sfx] for n in names),
+                             lambda: _make_weights(kind, params, sfx, has_bias, proj, reset_after,
+                                                   stacked))
+    return _make_weights(kind, params, sfx, has_bias, proj, reset_after, stacked)
+
+
+def _make_weights(kind, params, sfx, has_bias, proj, reset_after, stacked):
     w = {"ih": params["weight_ih" + sfx], "hh": params["weight_hh" + sfx],
          "hr": params.get("weight_hr" + sfx) if proj else None, "reset_after": reset_after}
     gH = w["hh"].shape[0]

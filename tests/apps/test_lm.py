@@ -9,7 +9,7 @@ from rnnkit.apps.lm.generate import evaluate_text, next_token_distribution, samp
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig, stream_nll
 from rnnkit.apps.lm.train import LMSettings, LMTask, load_model
 from rnnkit.cli import main
-from rnnkit.nn import log_softmax, no_grad
+from rnnkit.nn import grad_enabled, log_softmax, no_grad
 from rnnkit.train.engine import fit
 
 TINY = dict(hidden=24, layers=2, embed=8, batch=4, seq_len=12, warmup=5, eval_every=10,
@@ -115,6 +115,33 @@ def test_sampling_is_reproducible_and_greedy_is_deterministic(tmp_path, text_fil
     g1 = "".join(sample(model, vocab, "the ", 30, 0.0, seed=1))
     g2 = "".join(sample(model, vocab, "the ", 30, 1.0, top_k=1, seed=2))
     assert g1 == g2
+
+
+def test_sampling_reuses_weights_without_holding_no_grad(tmp_path, text_file):
+    """``sample`` runs each step inside one persistent ``frozen()`` scope: the same text as plain
+    ``no_grad`` steps, gradients on between tokens, parameters writeable once the stream ends or
+    is closed half way."""
+    train(tmp_path / "m", text_file, steps=20)
+    model, vocab, _ = load_model(tmp_path / "m")
+    ids = list(vocab.encode("the "))
+    with no_grad():  # greedy by hand, a fresh weight copy each call
+        logits, state = model.forward(np.array([ids]))
+        expected = []
+        for _ in range(25):
+            token = int(np.argmax(next_token_distribution(logits[0, -1], 0.0, None, None)))
+            expected.append(token)
+            logits, state = model.forward(np.array([[token]]), state)
+    stream = sample(model, vocab, "the ", 25, 0.0, seed=0)
+    first = next(stream)
+    assert grad_enabled()  # the scope is not held while the caller has the token
+    params = [p for _, p, _ in model.named_parameters()]
+    assert not all(p.flags.writeable for p in params)  # the cached copies' parameters
+    assert first + "".join(stream) == vocab.decode(expected)
+    assert all(p.flags.writeable for p in params)
+    stream = sample(model, vocab, "the ", 25, 0.0, seed=0)
+    next(stream)
+    stream.close()  # abandoned half way
+    assert all(p.flags.writeable for p in params)
 
 
 def test_cli_train_sample_eval(tmp_path, text_file, capsys):

@@ -225,14 +225,14 @@ def decode_features(model, alphabet, feats: list[np.ndarray], beam: int = 1, lm:
     """Transcripts of utterances' features: greedy (beam 1, no lm), prefix beam search, or the
     word-constrained beam search when ``lm`` is given."""
     from ...data.batching import pad
-    from ...nn import no_grad
+    from ...nn import frozen
     from .model import BLANK
 
     was_training = model.training
     model.eval()
     order_idx = np.argsort([len(f) for f in feats], kind="stable")
     texts: list[str] = [""] * len(feats)
-    with no_grad():
+    with frozen():
         for b in range(0, len(order_idx), batch):
             idx = order_idx[b : b + batch]
             x, lengths = pad([feats[i] for i in idx], dtype=model.cfg.dtype)

@@ -22,7 +22,7 @@ import numpy as np
 from ...data.audio import FeatureConfig
 from ...data.batching import EpochBatches, pad
 from ...data.text import Vocab
-from ...nn import CrossEntropyLoss, no_grad
+from ...nn import CrossEntropyLoss, frozen
 from ...train.engine import load_run
 from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
@@ -185,7 +185,7 @@ def predict_probs(model: Ensemble, xs: list[np.ndarray], batch: int = 64) -> np.
     model.eval()
     probs = np.zeros((len(xs), model.cfg.classes))
     order = np.argsort([len(x) for x in xs], kind="stable")
-    with no_grad():
+    with frozen():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
             x, lengths = pad([xs[i] for i in idx])

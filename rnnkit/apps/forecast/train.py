@@ -36,7 +36,7 @@ import numpy as np
 
 from ...data.batching import EpochBatches
 from ...data.series import Frequency, SeriesSet, denormalize
-from ...nn import GaussianNLLLoss, no_grad
+from ...nn import GaussianNLLLoss, frozen
 from ...train.checkpoint import load_checkpoint, save_checkpoint
 from ...train.engine import fit
 from ...train.mpi import world
@@ -147,7 +147,7 @@ def _ensemble(means: list[np.ndarray], variances: list[np.ndarray]) -> tuple[np.
 def _predict_z(net: ForecastNet, w: Windows, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     net.eval()
     means, variances = [], []
-    with no_grad():
+    with frozen():
         for i in range(0, len(w), batch):
             mean, var = net.forward(w.x[i : i + batch], w.extra[i : i + batch])
             means.append(mean.astype(np.float64))

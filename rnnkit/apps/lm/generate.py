@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ...data.text import UNK_ID, Vocab
-from ...nn import no_grad
+from ...nn import frozen
 from .model import LanguageModel, stream_nll
 
 
@@ -62,13 +62,21 @@ def sample(model: LanguageModel, vocab: Vocab, prime: str = "", length: int = 50
         start = vocab.index("\n") if "\n" in vocab.tokens else int(rng.integers(1, len(vocab)))
         ids = np.array([start], np.int64)
     model.eval()
-    with no_grad():
-        logits, state = model.forward(ids[None, :])
+    # one frozen scope entered around each call, not held across the yields: the weight copies
+    # are made once for the whole text (the parameters read-only until it ends), and the
+    # caller's code between tokens runs with gradients on as usual
+    scope = frozen(persist=True)
+    try:
+        with scope:
+            logits, state = model.forward(ids[None, :])
         for _ in range(length):
             p = next_token_distribution(logits[0, -1], temperature, top_k, top_p)
             token = int(rng.choice(len(p), p=p))
             yield vocab.decode([token])
-            logits, state = model.forward(np.array([[token]]), state)
+            with scope:
+                logits, state = model.forward(np.array([[token]]), state)
+    finally:
+        scope.release()
 
 
 def evaluate_text(model: LanguageModel, vocab: Vocab, text: str, seq_len: int = 200,
@@ -80,7 +88,7 @@ def evaluate_text(model: LanguageModel, vocab: Vocab, text: str, seq_len: int = 
     if streams is None:  # each stream at least 20k tokens: state resets are negligible
         streams = max(1, min(64, len(ids) // 20000))
     model.eval()
-    with no_grad():
+    with frozen():
         total, count = stream_nll(model, ids, seq_len, streams)
     nats = total / count
     unit = "char" if vocab.kind == "char" else "token"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.text import StreamBatcher, Vocab, default_corpus_path, read_text
-from ...nn import CrossEntropyLoss, no_grad
+from ...nn import CrossEntropyLoss, frozen
 from ...train.engine import load_run
 from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
@@ -123,7 +123,7 @@ class LMTask(Task):
         """Nats and tokens over the validation text (``batch`` streams, state carried; under MPI
         each rank scores its share of the streams)."""
         self.model.eval()
-        with no_grad():
+        with frozen():
             total, count = stream_nll(self.model, self.val_ids, self.s.seq_len, self.s.batch,
                                       rank, size)
         return {"loss": (total, count)}

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...nn import no_grad
+from ...nn import frozen
 from ...train.progress import save_figure
 from .data import TokenVocab, pad_batch, tokenize
 from .model import BOS, EOS, PAD, Seq2Seq, select
@@ -24,7 +24,7 @@ from .model import BOS, EOS, PAD, Seq2Seq, select
 
 def greedy(model: Seq2Seq, src: np.ndarray, src_len: np.ndarray, max_len: int):
     """-> (ids (N, T) int64 padded after <eos>, attention weights (N, T, S) or None)."""
-    with no_grad():
+    with frozen():
         ctx = model.start(src, src_len)
         N = src.shape[0]
         prev = np.full(N, BOS, np.int64)
@@ -56,7 +56,7 @@ def beam_search(model: Seq2Seq, src: np.ndarray, src_len: np.ndarray, max_len: i
         ids, att = greedy(model, src, src_len, max_len)
         return ids, att, None
     N, K = src.shape[0], beam
-    with no_grad():
+    with frozen():
         ctx = select(model.start(src, src_len), np.repeat(np.arange(N), K))  # row n*K + k
         scores = np.full((N, K), -np.inf)
         scores[:, 0] = 0.0  # one live hypothesis at the start, not K copies of it

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.batching import EpochBatches
-from ...nn import CrossEntropyLoss, no_grad
+from ...nn import CrossEntropyLoss, frozen
 from ...train.engine import load_run
 from ...train.settings import TrainSettings, at_least, field, with_defaults
 from ...train.task import Task
@@ -150,7 +150,7 @@ class TranslateTask(Task):
         model.eval()
         total = count = 0.0
         val_src, val_tgt = self.val_src[rank::size], self.val_tgt[rank::size]
-        with no_grad():
+        with frozen():
             for k in range(0, len(val_src), 256):
                 src, src_len, tgt_in, tgt_out = make_batch(val_src[k : k + 256],
                                                            val_tgt[k : k + 256])
