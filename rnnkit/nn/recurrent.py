@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _accel, cells, inference, probe as gradient_probe
+from . import _accel, _workspace, cells, inference, probe as gradient_probe
 from .cells import GATES
 from .init import torch_default
 from .module import Module, as_input, check_dtype, frozen, grad_enabled
@@ -33,30 +33,35 @@ from .module import Module, as_input, check_dtype, frozen, grad_enabled
 # ------------------------------------------------------------------------------------------
 # Training: one direction of one layer, forward and backward through time
 # ------------------------------------------------------------------------------------------
-def _train_direction(kind, xg, h0, c0, w, mask, nonlinearity, fast=None):
+def _train_direction(kind, xg, h0, c0, w, mask, nonlinearity, fast=None, pool=None):
     """Run one cell over xg (T, N, gH), the input side of every step, and keep what backward needs.
 
-    mask: (T, N, 1) bool, False at padded steps, or None; fast: the compiled kernels or None.
+    mask: (T, N, 1) bool, False at padded steps, or None; fast: the compiled kernels or None;
+    pool: a list of the cache's buffers taken from ``_workspace`` (this adds its own), handed
+    back once backward is done with them.
     Returns (outputs (T, N, P) with zeros at padded steps, h_T, c_T or None, cache).
     """
+    pool = [] if pool is None else pool
     T, N, _ = xg.shape
     P = h0.shape[-1]
     dtype = xg.dtype
     H_all = np.empty((T, N, P), dtype)  # the state after each step (frozen at padded steps)
-    cache = {"kind": kind, "mask": mask, "h0": h0, "H": H_all, "w": w, "act": nonlinearity}
+    cache = {"kind": kind, "mask": mask, "h0": h0, "H": H_all, "w": w, "act": nonlinearity,
+             "pool": pool}
+    take = lambda shape: pool.append(_workspace.take(shape, dtype)) or pool[-1]  # noqa: E731
     C = None
     if kind == "lstm":
         Hc = c0.shape[-1]
-        G = cache["G"] = np.empty((T, N, 4 * Hc), dtype)  # activated i, f, g, o
-        C = cache["C"] = np.empty((T, N, Hc), dtype)
-        TC = cache["TC"] = np.empty((T, N, Hc), dtype)  # tanh(c)
-        M = cache["M"] = np.empty((T, N, Hc), dtype) if w["hr"] is not None else None
+        G = cache["G"] = take((T, N, 4 * Hc))  # activated i, f, g, o
+        C = cache["C"] = take((T, N, Hc))
+        TC = cache["TC"] = take((T, N, Hc))  # tanh(c)
+        M = cache["M"] = take((T, N, Hc)) if w["hr"] is not None else None
         cache["c0"] = c0
         pointwise = fast.lstm_pointwise if fast else cells.lstm_pointwise
     elif kind == "gru":
         cache["G"] = xg  # the input side becomes the activated r, z, n, step by step
-        GH = cache["GH"] = np.empty_like(xg)  # the recurrent side h W_hh^T + [0, 0, b_hn]
-        RH = cache["RH"] = None if w["reset_after"] else np.empty((T, N, P), dtype)  # r * h_prev
+        GH = cache["GH"] = take(xg.shape)  # the recurrent side h W_hh^T + [0, 0, b_hn]
+        RH = cache["RH"] = None if w["reset_after"] else take((T, N, P))  # r * h_prev
         pointwise = fast.gru_pointwise if fast else cells.gru_pointwise
     pad = None if mask is None else ~mask  # where the state stays frozen
     h, c = h0, c0
@@ -97,23 +102,25 @@ def _train_direction_backward(cache, dy, dh, dc, grads, fast=None, probe=None):
         dy = probe.input_gradient(dy, dh)  # with last_step_only: the last step's alone
     dh = np.zeros_like(h0) if dh is None else np.array(dh, dtype, copy=True)  # (N, P), in place
     dh_new = np.empty_like(dh)  # a step's dh_prev (copied into dh where the mask is set)
+    pool = cache["pool"]  # handed back by recurrent_backward once dG is used
+    take = lambda shape: pool.append(_workspace.take(shape, dtype)) or pool[-1]  # noqa: E731
     if kind == "rnn":
-        dG = dgh = np.empty((T, N, P), dtype)
+        dG = dgh = take((T, N, P))
         pointwise = fast.rnn_pointwise_backward if fast else cells.rnn_pointwise_backward
     elif kind == "lstm":
         G, C, TC, M, c0 = cache["G"], cache["C"], cache["TC"], cache["M"], cache["c0"]
         Hc = c0.shape[-1]
         dc = np.zeros_like(c0) if dc is None else np.array(dc, dtype, copy=True)  # (N, H), in place
         dc_new = dc if mask is None else np.empty_like(dc)
-        dG = dgh = np.empty_like(G)
+        dG = dgh = take(G.shape)
         tmp = np.empty((N, 4 * Hc), dtype)
-        dHP = np.empty((T, N, P), dtype) if M is not None else None  # dL/dh_t, for dW_hr
+        dHP = take((T, N, P)) if M is not None else None  # dL/dh_t, for dW_hr
         dm = np.empty((N, Hc), dtype) if M is not None else None
         pointwise = fast.lstm_pointwise_backward if fast else cells.lstm_pointwise_backward
     else:
         G = cache["G"]
         HN = cache["GH"][..., 2 * P :] if w["reset_after"] else cache["RH"]
-        dG, dgh, tmp = np.empty_like(G), np.empty_like(G), np.empty((N, P), dtype)
+        dG, dgh, tmp = take(G.shape), take(G.shape), np.empty((N, P), dtype)
         pointwise = fast.gru_pointwise_backward if fast else cells.gru_pointwise_backward
     for t in range(T - 1, -1, -1):
         dh += dy[t]
@@ -259,11 +266,14 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
 
         def direction(X, w, h0, c0, reverse):
             T, N, I = X.shape
-            xg = (X.reshape(T * N, I) @ w["ih_t"]).reshape(T, N, w["ih_t"].shape[1])  # (T, N, gH)
+            gH = w["ih_t"].shape[1]
+            xg = _workspace.take((T, N, gH), dtype)
+            np.matmul(X.reshape(T * N, I), w["ih_t"], out=xg.reshape(T * N, gH))  # (T, N, gH)
             xg += w["b_in"]
+            pool = [xg]
             if reverse:
                 xg = _flip(xg, rev)  # each sequence reversed within its valid part
-            y, h, c, cache = _train_direction(kind, xg, h0, c0, w, mask, nonlinearity, fast)
+            y, h, c, cache = _train_direction(kind, xg, h0, c0, w, mask, nonlinearity, fast, pool)
             return (_flip(y, rev) if reverse else y), h, c, cache
     else:  # inference: hidden-major (T, F, N) buffers, the batch sorted by length, no cache
         order, x, lengths, h0_all, c0_all = inference.sort_by_length(x, lengths, h0_all, c0_all)
@@ -358,6 +368,7 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
                 grads[name("bias_ih")] += db_in
                 # RNN / LSTM: b_hh joined the input GEMM, so its gradient is the input side's
                 grads[name("bias_hh")] += g["b_hh"] if kind == "gru" else db_in
+            _workspace.give(*c["pool"])  # the cache's and backward's buffers: read for the last time
             dh0[k], dc0[k] = dh, dc
         dY = dX
     dx = np.ascontiguousarray(dY.transpose(1, 0, 2))
