@@ -13,6 +13,11 @@ the same semantics and the same numbers up to rounding:
   gradients are one GEMM over all steps;
 * **inference** (``inference.infer_direction``), hidden-major, without a cache.
 
+With two or more BLAS threads the two directions of a bidirectional layer run side by side, one
+core each (``_parallel.py``), in both drivers and in backward; the training driver's cache
+buffers come from a pool that hands them back after backward (``_workspace.py``), which spares
+the time loop the page faults of fresh memory.
+
 ``lengths`` (padded batches) follow torch's packed sequences: a sequence's state is frozen after
 its last valid step, outputs at padded steps are exactly 0, and the reverse direction runs over
 the valid part only.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _accel, _workspace, cells, inference, probe as gradient_probe
+from . import _accel, _parallel, _workspace, cells, inference, probe as gradient_probe
 from .cells import GATES
 from .init import torch_default
 from .module import Module, as_input, check_dtype, frozen, grad_enabled
@@ -286,8 +291,7 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
     # the layers x directions loop, the same for both drivers
     hn, cn, layers = [], [], []
     for layer in range(num_layers):
-        outs, caches = [], []
-        for d in range(D):
+        def run(d, layer=layer, X=X):
             w = _weights(kind, params, layer, d == 1, bias, proj_size > 0, reset_after,
                          stacked=not keep_cache)
             k = layer * D + d
@@ -295,11 +299,14 @@ def recurrent_forward(kind: str, x: np.ndarray, params: dict, *, num_layers: int
             c0 = None
             if kind == "lstm":
                 c0 = c0_all[k] if c0_all is not None else np.zeros((N, w["hh"].shape[0] // 4), dtype)
-            Y, h, c, cache = direction(X, w, h0, c0, d == 1)
-            outs.append(Y)
-            hn.append(h)
-            cn.append(c)
-            caches.append(cache)
+            return direction(X, w, h0, c0, d == 1)
+
+        # a bidirectional layer's directions side by side when there are two cores (_parallel)
+        flops = 2.0 * T * N * params[f"weight_hh_l{layer}"].size  # one direction's recurrence
+        done = _parallel.side_by_side([lambda d=d: run(d) for d in range(D)], flops)
+        outs, caches = [r[0] for r in done], [r[3] for r in done]
+        hn += [r[1] for r in done]
+        cn += [r[2] for r in done]
         Y = outs[0] if D == 1 else np.concatenate(outs, axis=feature_axis)  # D*P features
         keep = _dropout_mask(Y.shape, drop, rng, dtype) if layer < num_layers - 1 else None
         if keep is not None:  # in training mode, with or without a cache
@@ -337,8 +344,8 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
         if keep is not None:
             dY = dY * keep
         T, N, I = X.shape
-        dX = None
-        for d in range(D):
+
+        def run(d, layer=layer, X=X, dY=dY, dir_caches=dir_caches):
             c = dir_caches[d]
             P = c["H"].shape[-1]
             k = layer * D + d
@@ -352,24 +359,30 @@ def recurrent_backward(dy, dstate, cache, grads: dict):
             dxg, dh, dc = _train_direction_backward(
                 c, _flip(dy_d, rev) if d else dy_d, None if dh_all is None else dh_all[k],
                 None if dc_all is None else dc_all[k], g, fast, dprobe)
-            if dprobe is not None:
-                dprobe.finish(rev)
             if d:
                 dxg = _flip(dxg, rev)
             dxg2 = dxg.reshape(T * N, dxg.shape[-1])  # (T*N, gH)
             cells.outer_sum_(grads[name("weight_ih")], dxg2, X.reshape(T * N, I))  # one GEMM
             dX_d = (dxg2 @ params[name("weight_ih")]).reshape(T, N, I)  # (T, N, I)
-            if dX is None:
-                dX = dX_d
-            else:
-                dX += dX_d
             if cache["bias"]:
                 db_in = dxg2.sum(axis=0)
                 grads[name("bias_ih")] += db_in
                 # RNN / LSTM: b_hh joined the input GEMM, so its gradient is the input side's
                 grads[name("bias_hh")] += g["b_hh"] if kind == "gru" else db_in
-            _workspace.give(*c["pool"])  # the cache's and backward's buffers: read for the last time
             dh0[k], dc0[k] = dh, dc
+            return dX_d, dprobe
+
+        # the directions side by side when there are two cores (_parallel); each writes only its
+        # own gradients, and what they share (dX, the probe's record) is joined here, in order
+        flops = 2.0 * T * N * params[f"weight_hh_l{layer}"].size
+        done = _parallel.side_by_side([lambda d=d: run(d) for d in range(D)], flops)
+        dX = done[0][0]
+        for d, (dX_d, dprobe) in enumerate(done):
+            if d:
+                dX += dX_d
+            if dprobe is not None:
+                dprobe.finish(rev)
+            _workspace.give(*dir_caches[d]["pool"])  # the cache's and backward's buffers, done
         dY = dX
     dx = np.ascontiguousarray(dY.transpose(1, 0, 2))
     dh0 = np.stack(dh0)
