@@ -19,6 +19,7 @@ sample``'s loop, greedy), in blocks the same way, time per character.
     python benchmarks/bench_lm.py --threads 1 --rounds 5 --steps 3
     python benchmarks/bench_lm.py --cell gru
     python benchmarks/bench_lm.py --generate 0      # training only (default also times generation)
+    python benchmarks/bench_lm.py --no-frozen       # generation without rnnkit.frozen(), for an A/B
 
 A standalone script: never collected by pytest.
 """
@@ -45,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--generate", type=int, default=200, metavar="CHARS",
                    help="also time generation: CHARS one-character steps per round, state carried, "
                         "in eval mode without gradients, as `rnnkit lm sample` runs (0: skip)")
+    p.add_argument("--no-frozen", action="store_true",
+                   help="generate under plain rnnkit.no_grad() (a fresh weight copy each call), "
+                        "not inside rnnkit.frozen() as lm sample does")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -64,7 +68,7 @@ import fair  # noqa: E402
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig  # noqa: E402
 from rnnkit.data.text import StreamBatcher, Vocab, default_corpus_path, read_text  # noqa: E402
 from rnnkit.nn import CrossEntropyLoss  # noqa: E402
-from rnnkit.nn import _accel, frozen  # noqa: E402
+from rnnkit.nn import _accel, frozen, no_grad  # noqa: E402
 from rnnkit.nn.optim import Adam, clip_grad_norm  # noqa: E402
 
 
@@ -78,12 +82,13 @@ class RnnkitLM:
                                    np.random.default_rng([args.seed, 1]))
         self.loss_fn, self.opt = CrossEntropyLoss(), Adam(lr=3e-3)
         self.batcher, self.k, self.state = batcher, 0, None
+        self.scope = no_grad if args.no_frozen else frozen
 
     def generate(self, chars: int) -> None:
         """``chars`` steps of one character (N = 1, T = 1), feeding back the argmax."""
         model, state, token = self.model, None, np.zeros((1, 1), np.int64)
         model.eval()
-        with frozen():  # as ``rnnkit lm sample`` runs: the weight copies made once per text
+        with self.scope():  # frozen(), as ``rnnkit lm sample`` runs: weight copies once per text
             for _ in range(chars):
                 logits, state = model.forward(token, state)
                 token = logits[:, -1:].argmax(axis=-1)
