@@ -28,6 +28,16 @@ _pool: ThreadPoolExecutor | None = None
 _blas: list | None = None  # threadpoolctl controllers of NumPy's BLAS ([] without threadpoolctl)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: start a new pool and lock on demand."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _numpy_blas() -> list:
     """The threadpoolctl controllers of the BLAS NumPy uses (found once), or [] without
     threadpoolctl.  A BLAS bundled with NumPy is recognised by its path; otherwise every BLAS

@@ -16,6 +16,7 @@ a caller receives is a view of a buffer that could be reused.  The pool keeps at
 from __future__ import annotations
 
 import math
+import os
 import threading
 import weakref
 
@@ -26,6 +27,16 @@ MAX_BYTES = 256 << 20  # free buffers kept, over all dtypes
 _lock = threading.RLock()  # reentrant: a collected view's callback may run inside take
 _free: list[np.ndarray] = []  # flat free buffers, the most recently returned last
 _lent: dict[int, tuple] = {}  # id(view) -> (weak reference to the view, its flat buffer)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with a fresh lock (the parent's may have been held by a thread)."""
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _forget(key: int):

@@ -94,3 +94,22 @@ def test_bad_thread_setting_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("RNNKIT_THREADS", "two")
     with pytest.raises(ValueError, match="RNNKIT_THREADS must be a positive integer"):
         _parallel.threads()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_runs_directions_side_by_side(two_threads):
+    """After the parent has used the pool, a forked child must not wait on the parent's threads."""
+    import os
+    two_threads.setenv("RNNKIT_THREADS", "2")
+    assert _parallel.side_by_side([lambda: 1, lambda: 2], 1.0) == [1, 2]  # the pool exists now
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if both ran; killed by the alarm if it hangs
+        import signal
+        signal.alarm(20)
+        try:
+            os._exit(0 if _parallel.side_by_side([lambda: 1, lambda: 2], 1.0) == [1, 2] else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
