@@ -59,10 +59,10 @@ def _numpy_blas() -> list:
 
 def threads() -> int:
     """``RNNKIT_THREADS`` if set, else the BLAS's thread count (1 when it cannot be read)."""
-    env = os.environ.get("RNNKIT_THREADS", "").strip()
+    env = os.environ.get("RNNKIT_THREADS", "").strip()  # also the CLI's default --threads
     if env:
         if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"RNNKIT_THREADS must be a positive integer, got {env!r}")
+            raise ValueError(f"RNNKIT_THREADS must be a whole number >= 1, got {env!r}")
         return int(env)
     return max((lc.get_num_threads() or 1 for lc in _numpy_blas()), default=1)
 

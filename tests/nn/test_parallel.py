@@ -92,7 +92,7 @@ def test_blas_held_at_one_thread_inside_and_restored_after_an_error(two_threads)
 
 def test_bad_thread_setting_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("RNNKIT_THREADS", "two")
-    with pytest.raises(ValueError, match="RNNKIT_THREADS must be a positive integer"):
+    with pytest.raises(ValueError, match="RNNKIT_THREADS must be a whole number >= 1"):
         _parallel.threads()
 
 
