@@ -41,6 +41,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fair  # noqa: E402  (imports neither NumPy nor torch)
+
 # ---- the thread count must reach the BLAS before NumPy (or torch) is imported ---------------
 SIZES = {  # key -> (N, T, I, H, num_layers, bidirectional, variable lengths)
     "32x50x32x64": (32, 50, 32, 64, 1, False, False),
@@ -112,8 +115,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = str(ARGS.threads)
+    fair.set_thread_env(ARGS.threads)
 
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -128,9 +130,7 @@ try:
 except ImportError:  # pragma: no cover - the benchmark needs torch
     torch = None
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fair  # noqa: E402
 import rnnkit  # noqa: E402
 from rnnkit.nn import _accel  # noqa: E402
 

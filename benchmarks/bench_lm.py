@@ -29,6 +29,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fair  # noqa: E402  (imports neither NumPy nor torch)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="LM training chars/s: rnnkit vs an equivalent PyTorch loop.")
@@ -55,16 +58,13 @@ def parse_args(argv=None):
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:  # the thread count must reach the BLAS before NumPy (or torch) is imported
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = str(ARGS.threads)
+    fair.set_thread_env(ARGS.threads)
 
 import math  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fair  # noqa: E402
 from rnnkit.apps.lm.model import LanguageModel, ModelConfig  # noqa: E402
 from rnnkit.data.text import StreamBatcher, Vocab, default_corpus_path, read_text  # noqa: E402
 from rnnkit.nn import CrossEntropyLoss  # noqa: E402

@@ -30,6 +30,14 @@ import statistics
 import time
 
 IDLE_S = 0.3  # OpenBLAS parks its threads after ~0.1 s (THREAD_TIMEOUT 2^28 cycles); GOMP sooner
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def set_thread_env(n: int) -> None:
+    """The BLAS / OpenMP thread variables, for a script to call before NumPy or torch is
+    imported (the pools read them once, when they start; this module imports neither)."""
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
 
 
 def _sample(fn, k: int) -> float:

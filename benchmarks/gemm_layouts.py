@@ -24,6 +24,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fair  # noqa: E402  (imports neither NumPy nor torch)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Per-step GEMMs of rnnkit's drivers vs torch's LSTM.")
@@ -34,8 +37,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:  # the thread count must reach the BLAS before NumPy (or torch) is imported
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = str(ARGS.threads)
+    fair.set_thread_env(ARGS.threads)
 
 import statistics  # noqa: E402
 import time  # noqa: E402

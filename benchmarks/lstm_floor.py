@@ -31,6 +31,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fair  # noqa: E402  (imports neither NumPy nor torch)
+
 SIZES = ["32x50x32x64", "64x100x64x256", "32x100x128x512", "1x25x65x100", "32x100x256x256"]
 
 
@@ -47,15 +50,12 @@ def parse_args(argv=None):
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:  # the thread count must reach the BLAS before NumPy (or torch) is imported
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = str(ARGS.threads)
+    fair.set_thread_env(ARGS.threads)
 
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fair  # noqa: E402
 
 
 def train_gemms(N, T, I, H, rng):

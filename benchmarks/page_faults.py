@@ -18,6 +18,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fair  # noqa: E402  (imports neither NumPy nor torch)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Minor page faults and time per call of rnnkit's layers.")
@@ -31,7 +34,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:  # the thread count must reach the BLAS before NumPy is imported
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+    fair.set_thread_env(ARGS.threads)
 
 import resource  # noqa: E402
 import statistics  # noqa: E402

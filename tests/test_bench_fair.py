@@ -38,3 +38,12 @@ def test_time_blocks_alternates_order(monkeypatch):
                      target=0.0, warmup=0)
     # two calls each to size a sample, then block 1: a, b; block 2: b, a
     assert calls == ["a", "a", "b", "b", "a", "b", "b", "a"]
+
+
+def test_set_thread_env_sets_every_pool_variable(monkeypatch):
+    for var in fair.THREAD_VARS:
+        monkeypatch.setenv(var, "7")
+    fair.set_thread_env(3)
+    import os
+    assert [os.environ[v] for v in fair.THREAD_VARS] == ["3", "3", "3"]
+    assert set(fair.THREAD_VARS) == {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}

@@ -71,7 +71,7 @@ def give(*arrays) -> None:
                 continue
             del _lent[id(a)]
             _free.append(entry[1])
-        while sum(f.nbytes for f in _free) > MAX_BYTES:
+        while kept_bytes() > MAX_BYTES:
             _free.pop(0)
 
 
